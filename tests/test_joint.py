@@ -1,0 +1,96 @@
+"""ConSE joint space and tags, on real GloVe vectors and real EfficientNet-Lite0 logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semsearch.classes import class_synonyms, resolve_class
+from semsearch.encoders import joint
+from semsearch.encoders.joint import ConSE, class_vectors, tag_vocabulary, tags, top_probabilities
+from semsearch.encoders.words import load_words
+
+
+@pytest.fixture(scope="module")
+def glove():
+    return load_words()
+
+
+@pytest.fixture(scope="module")
+def conse(glove):
+    return ConSE(glove)
+
+
+@pytest.fixture(scope="module")
+def chelsea_logits():
+    import skimage.data
+
+    from semsearch.encoders.image import load_encoder
+
+    pixels = np.asarray(Image.fromarray(skimage.data.chelsea()).convert("RGB").resize((224, 224), Image.BILINEAR))
+    _, logits = load_encoder("lite0", runtime="torch").encode(pixels[None])
+    return logits
+
+
+def test_top_probabilities_keep_top_t():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 1000)).astype(np.float32)
+    p = top_probabilities(logits, 10)
+    assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert ((p > 0).sum(axis=1) == 10).all()
+    assert (np.argmax(p, axis=1) == np.argmax(logits, axis=1)).all()
+
+
+def test_conse_vectors_are_normalised(conse):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=3, size=(5, 1000)).astype(np.float32)
+    x = conse.embed(logits)
+    assert x.shape == (5, 50) and x.dtype == np.float32
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    assert conse.identity == "conse-t10:glove-6b-50d" and conse.dim == 50
+
+
+def test_confident_logits_give_the_class_vector(conse, glove):
+    logits = np.zeros((1, 1000), np.float32)
+    logits[0, resolve_class("zebra")] = 50.0
+    assert np.allclose(conse.embed(logits)[0], glove.vector("zebra"), atol=1e-4)
+
+
+def test_class_vector_is_nearest_its_own_name(glove):
+    vectors = class_vectors(glove)
+    assert vectors.shape == (1000, 50)
+    for name in ("zebra", "goldfish", "airliner", "banana", "volcano", "umbrella"):
+        c = resolve_class(name)
+        assert glove.nearest(vectors[c], 1)[0][0] == name
+    # multi-word classes: the class is near the words of its name
+    c = resolve_class("tabby")
+    near = [w for w, _ in glove.nearest(vectors[c], 5)]
+    assert "tabby" in near or "cat" in near
+
+
+def test_tag_vocabulary_is_clean(glove):
+    words, vectors = tag_vocabulary(glove)
+    assert len(words) == vectors.shape[0] > 10000
+    assert not {"the", "and", "of", "2010", "us", "said"} & set(words)
+    assert all(len(w) >= 3 and w.isalpha() for w in words)
+    assert {"cat", "dog", "zebra", "guitar", "tree"} <= set(words)
+    assert np.allclose(np.linalg.norm(vectors[:100], axis=1), 1.0, atol=1e-5)
+
+
+def test_chelsea_is_tagged_cat(conse, glove, chelsea_logits):
+    top_class = int(np.argmax(chelsea_logits[0]))
+    assert "cat" in " ".join(class_synonyms()[top_class]).lower()
+    found = conse.tags(chelsea_logits, 5)[0]
+    assert len(found) == 5
+    assert "cat" in [w for w, _ in found]
+    scores = [s for _, s in found]
+    assert scores == sorted(scores, reverse=True)
+    # plain cosine tags (no probabilities) work on joint vectors alone
+    plain = tags(conse.embed(chelsea_logits), 10, space=glove)[0]
+    assert len(plain) == 10
+
+
+def test_class_vectors_cached_per_space(glove):
+    assert class_vectors(glove) is class_vectors(glove)
+    assert joint.stop_words() and "the" in joint.stop_words()

@@ -32,7 +32,7 @@ CATALOG = "catalog.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL UNIQUE,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -235,13 +235,16 @@ class Store:
         return {p: (s, m, r) for p, s, m, r in self.db.execute("SELECT path, size, mtime_ns, reason FROM skipped")}
 
     def upsert(self, records: Iterable[tuple[str, int, int, str, str | None, int]]) -> None:
-        """Insert or replace images (path, size, mtime_ns, sha256, label, row) in one transaction."""
+        """Insert images (path, size, mtime_ns, sha256, label, row) in one transaction.
+
+        A re-embedded path gets a fresh id (ids are never reused), so indexes keyed by id see it as a
+        removal plus an addition and never keep a stale vector under a live id.
+        """
         with self.transaction() as db:
             for path, size, mtime_ns, sha256, label, row in records:
+                db.execute("DELETE FROM images WHERE path = ?", (path,))
                 db.execute(
-                    "INSERT INTO images (path, size, mtime_ns, sha256, label, row) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-                    "sha256=excluded.sha256, label=excluded.label, row=excluded.row",
+                    "INSERT INTO images (path, size, mtime_ns, sha256, label, row) VALUES (?, ?, ?, ?, ?, ?)",
                     (path, size, mtime_ns, sha256, label, row),
                 )
                 db.execute("DELETE FROM skipped WHERE path = ?", (path,))

@@ -206,7 +206,7 @@ class Collection:
                 if progress:
                     progress(done, total)
         self.store.compact()
-        self._save_index()
+        self.save_index()
         return report
 
     def _reuse_moved(
@@ -236,7 +236,7 @@ class Collection:
     def _index_path(self, space: str) -> Path:
         return self.root / INDEX_DIR / f"{space}.idx"
 
-    def _save_index(self) -> None:
+    def save_index(self) -> None:
         """Bring the saved index up to date with the catalog by adding/removing the difference."""
         index = self._index(IMAGE_SPACE)
         path = self._index_path(IMAGE_SPACE)

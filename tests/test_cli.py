@@ -1,0 +1,141 @@
+"""The `semsearch` command as a user runs it: real processes, real photos, exit codes and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "semsearch.cli", *args],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+    )
+
+
+def _count(db: Path) -> int:
+    with sqlite3.connect(db / "catalog.sqlite") as con:
+        return con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+
+def test_index_json_report_and_similar_json(small_photos):
+    db = small_photos.parent / "db"
+    (small_photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    done = run("index", str(small_photos), "--db", str(db), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {k: report[k] for k in ("added", "updated", "unchanged", "removed", "skipped")} == {
+        "added": 12, "updated": 0, "unchanged": 0, "removed": 0, "skipped": 1}
+    assert report["skipped_files"][0]["path"].endswith("broken.jpg") and report["skipped_files"][0]["reason"]
+
+    query = sorted((small_photos / "soccer_ball").iterdir())[0]
+    done = run("similar", str(query), "--db", str(db), "-k", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    hits = json.loads(done.stdout)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert all(isinstance(h["score"], float) and Path(h["path"]).exists() for h in hits)
+    assert Path(hits[0]["path"]).parent.name == "soccer_ball"
+
+
+def test_words_json_and_unknown_word():
+    done = run("words", "frog", "-k", "5", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) == 5 and {"rank", "word", "score"} <= set(rows[0])
+    assert "frog" not in {r["word"] for r in rows} and "toad" in {r["word"] for r in rows}
+
+    done = run("words", "fwjwiwejiu")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: word 'fwjwiwejiu' is not in the vocabulary"]
+    assert done.stdout == ""
+
+
+def test_errors_are_one_line_and_leave_the_collection_intact(small_photos, tmp_path):
+    db = small_photos.parent / "db"
+    assert run("index", str(small_photos), "--db", str(db)).returncode == 0
+    before = _count(db)
+
+    cases = [
+        ("index", str(tmp_path / "missing"), "--db", str(db)),
+        ("similar", str(tmp_path / "missing.jpg"), "--db", str(db)),
+        ("similar", str(sorted((small_photos / "laptop").iterdir())[0]), "--db", str(tmp_path / "no-db")),
+        ("similar", str(sorted((small_photos / "laptop").iterdir())[0]), "--db", str(db), "--focus", "zzzq"),
+    ]
+    for args in cases:
+        done = run(*args)
+        assert done.returncode != 0, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, done.stderr)
+    assert _count(db) == before
+
+    not_a_db = tmp_path / "file-not-dir"
+    not_a_db.write_text("x")
+    done = run("index", str(small_photos), "--db", str(not_a_db))
+    assert done.returncode != 0 and done.stderr.strip().startswith("error: ")
+
+    garbage = tmp_path / "garbage-db"
+    garbage.mkdir()
+    (garbage / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
+    done = run("similar", str(sorted((small_photos / "laptop").iterdir())[0]), "--db", str(garbage))
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_queries_on_indexed_photos_never_load_the_cnn(small_photos):
+    db = small_photos.parent / "db"
+    assert run("index", str(small_photos), "--db", str(db)).returncode == 0
+    query = sorted((small_photos / "crocodile").iterdir())[0]
+    probe = (
+        "import sys; from semsearch.cli import main\n"
+        "try: main(sys.argv[1:])\n"
+        "except SystemExit: pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules), file=sys.stderr)\n"
+    )
+    for args in (["similar", str(query), "--db", str(db)], ["words", "cat"],
+                 ["similar", str(query), "--db", str(db), "--focus", "laptop"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "HEAVY []" in done.stderr, (args, done.stderr)
+
+
+def test_kill_9_during_indexing_leaves_a_working_collection(caltech, tmp_path):
+    db = tmp_path / "db"
+    proc = subprocess.Popen([sys.executable, "-m", "semsearch.cli", "index", str(caltech), "--db", str(db)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if (db / "catalog.sqlite").exists() and _count(db) >= 100:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _count(db)
+    assert 100 <= partial < 1184
+
+    query = sorted((caltech / "okapi").iterdir())[0]
+    done = run("similar", str(query), "--db", str(db), "-k", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 3
+
+    done = run("index", str(caltech), "--db", str(db), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["unchanged"] == partial and report["added"] == 1184 - partial
+    assert _count(db) == 1184
+
+
+@pytest.mark.slow
+def test_demo_runs_on_bundled_photos(tmp_path):
+    done = run("demo", "--json", env={"SEMSEARCH_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    sections = json.loads(done.stdout)
+    assert sections["index"]["added"] >= 15 and sections["index"]["skipped"] == 0
+    top = Path(sections["similar to chelsea.jpg, focus 'espresso'"][0]["path"]).stem
+    assert top == "coffee"

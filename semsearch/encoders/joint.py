@@ -25,7 +25,7 @@ from semsearch.paths import cache_dir
 
 TOP_T = 10
 TAG_VOCAB_SIZE = 40000  # most frequent GloVe words considered as tags (GloVe's file order is by frequency)
-TAG_BLEND = 0.6  # weight of class-grounded score vs cosine in tag scores
+TAG_BLEND = 0.9  # weight of class-grounded score vs cosine in tag scores
 _VERSION = "1"
 
 
@@ -191,14 +191,27 @@ def _good_tag(word: str, stops: frozenset[str]) -> bool:
     return len(word) >= 3 and word.isalpha() and word.isascii() and word not in stops
 
 
+HEAD_WEIGHT, MODIFIER_WEIGHT = 1.0, 0.5  # 'african crocodile': crocodile names the thing, african does not
+FIRST_NAME_WEIGHT, OTHER_NAME_WEIGHT = 1.0, 0.6  # 'dragonfly' over its synonym 'mosquito hawk'
+
+
 @cache
-def _class_tokens() -> tuple[tuple[str, ...], ...]:
-    """Tag-worthy tokens of each class's common names."""
+def _class_tokens() -> tuple[dict[str, float], ...]:
+    """Tag-worthy tokens of each class's common names, each with how strongly it names the class."""
     stops = stop_words()
-    return tuple(
-        tuple(dict.fromkeys(t for name in _class_names(syn) for t in tokenize(name) if _good_tag(t, stops)))
-        for syn in class_synonyms()
-    )
+    out = []
+    for syn in class_synonyms():
+        weights: dict[str, float] = {}
+        for j, name in enumerate(_class_names(syn)):
+            toks = tokenize(name)
+            for i, t in enumerate(toks):
+                if not _good_tag(t, stops):
+                    continue
+                w = (HEAD_WEIGHT if i == len(toks) - 1 else MODIFIER_WEIGHT) * (
+                    FIRST_NAME_WEIGHT if j == 0 else OTHER_NAME_WEIGHT)
+                weights[t] = max(weights.get(t, 0.0), w)
+        out.append(weights)
+    return tuple(out)
 
 
 def _vocabulary_words(space) -> list[str]:
@@ -234,9 +247,9 @@ def _vocab(space) -> tuple[list[str], np.ndarray, np.ndarray]:
     position = {w: i for i, w in enumerate(words)}
     member = np.zeros((len(class_synonyms()), len(words)), np.float32)
     for c, toks in enumerate(_class_tokens()):
-        for t in toks:
+        for t, w in toks.items():
             if t in position:
-                member[c, position[t]] = 1.0
+                member[c, position[t]] = w
     _VOCABS[space.identity] = (words, vectors, member)
     return _VOCABS[space.identity]
 

@@ -179,6 +179,29 @@ def demo(
     typer.echo(f"try: semsearch similar {photos / 'rocket.jpg'} --db {root}")
 
 
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="Address to bind; only loopback unless you mean to share it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer TOKEN' on every API call (page: /?token=TOKEN).")
+    ] = None,
+    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload, in MiB.")] = 20,
+) -> None:
+    """A local web page and JSON API over the collection (search, similar images, tags, words, map)."""
+    import uvicorn
+
+    from semsearch.server.app import create_app, loopback
+
+    web = create_app(_db(db), token=token, max_upload=max_upload_mb * 1024 * 1024)
+    if not loopback(host) and not token:
+        typer.echo(f"warning: serving on {host} without --token: anyone who can reach it can browse", err=True)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"semsearch: http://{shown}:{port}/" + (f"?token={token}" if token else ""), err=True)
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
     try:

@@ -1,0 +1,469 @@
+"""The web app and JSON API over one collection: a thin HTTP edge over `Collection`, like the CLI.
+
+Concurrency model
+-----------------
+* Every request borrows its own `Collection` (hence its own SQLite connection) from a pool; sqlite3
+  connections are never shared between threads at the same time.
+* What is expensive is loaded once and shared by the pool: the nearest-neighbour index (per catalog
+  version), the image encoder, the word table, and any other lazily computed model attribute.
+* A long-lived server notices new `index` runs: before each request it reads SQLite's
+  ``PRAGMA data_version`` (changes whenever another connection committed). When it changed, a new
+  *epoch* starts: a fresh pool and index cache; requests already running finish on the old one. Readers
+  see the old or the new state, never a mix (SQLite WAL + append-only vector files).
+
+Security
+--------
+Only images in the catalog are served, addressed by integer id (never by path); uploads are capped
+(413) and decoded with `semsearch.media.load_image` (400 on anything that is not an image) entirely in
+memory; the only files written are thumbnails under ``<collection>/thumbs``; with a token, every
+``/api`` call needs ``Authorization: Bearer <token>`` (or ``?token=`` for ``<img>`` URLs).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hmac
+import mimetypes
+import queue
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from semsearch.collection import IMAGE_SPACE, Collection
+from semsearch.errors import CollectionError, DecodeError, SemsearchError
+from semsearch.media import SUPPORTED_SUFFIXES
+from semsearch.store import CATALOG, Record
+from semsearch.thumbs import MEDIA_TYPE, thumbnail
+
+STATIC_DIR = Path(__file__).with_name("static")
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+MAX_K = 200
+KEPT_ACROSS_EPOCHS = frozenset({"encoder"})  # cached attributes that do not depend on the catalog
+
+K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
+ImageId = Annotated[int, PathParam(ge=0, description="Image id, as returned by searches.")]
+Focus = Annotated[str | None, Query(max_length=100, description="An ImageNet class name or index 0-999.")]
+
+
+# ------------------------------------------------------------------------------------------ state
+
+
+class _ServedCollection(Collection):
+    """A `Collection` whose nearest-neighbour index comes from the shared, per-epoch cache."""
+
+    _epoch: _Epoch
+
+    def _index(self, space: str):  # noqa: ANN202 - VectorIndex
+        return self._epoch.index(space, lambda: Collection._index(self, space))
+
+
+def _cached_names(obj: object) -> Iterator[str]:
+    for klass in type(obj).__mro__:
+        for name, value in vars(klass).items():
+            if isinstance(value, cached_property):
+                yield name
+
+
+class _Epoch:
+    """Everything derived from one version of the catalog: a pool of collections and the caches."""
+
+    def __init__(self, root: Path, version: int, shared: dict[str, Any]) -> None:
+        self.root, self.version, self.shared = root, version, shared
+        self._pool: queue.SimpleQueue[_ServedCollection] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._indexes: dict[str, Any] = {}
+        self._derived: dict[str, Any] = {}
+        self.closed = False
+
+    def index(self, space: str, build: Callable[[], Any]) -> Any:
+        found = self._indexes.get(space)
+        if found is None:
+            with self._lock:
+                found = self._indexes.get(space)
+                if found is None:
+                    found = self._indexes[space] = build()
+        return found
+
+    def derived(self, key: str, build: Callable[[], Any]) -> Any:
+        """A value computed once per epoch (e.g. the map projection)."""
+        with self._lock:
+            if key not in self._derived:
+                self._derived[key] = build()
+            return self._derived[key]
+
+    @contextmanager
+    def borrow(self) -> Iterator[_ServedCollection]:
+        try:
+            collection = self._pool.get_nowait()
+        except queue.Empty:
+            collection = _ServedCollection(self.root)
+            collection._epoch = self
+        for name, value in self.shared.items():
+            collection.__dict__.setdefault(name, value)
+        try:
+            yield collection
+        finally:
+            for name in _cached_names(collection):
+                if name in collection.__dict__ and name not in self.shared:
+                    self.shared[name] = collection.__dict__[name]
+            if self.closed:
+                collection.close()
+            else:
+                self._pool.put(collection)
+
+    def close(self) -> None:
+        self.closed = True
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+class Served:
+    """One collection served over HTTP: epochs keyed by the catalog's data_version."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+        Collection(self.root).close()  # fail early (CollectionError) if there is no collection there
+        self._watch = sqlite3.connect(self.root / CATALOG, check_same_thread=False, isolation_level=None)
+        self._watch.execute("PRAGMA query_only=1")
+        self._lock = threading.Lock()
+        self._shared: dict[str, Any] = {}
+        self._epoch: _Epoch | None = None
+
+    def epoch(self) -> _Epoch:
+        with self._lock:
+            (version,) = self._watch.execute("PRAGMA data_version").fetchone()
+            current = self._epoch
+            if current is None or current.version != version:
+                kept = {k: v for k, v in self._shared.items() if k in KEPT_ACROSS_EPOCHS}
+                self._shared.clear()
+                self._shared.update(kept)
+                self._epoch = _Epoch(self.root, version, self._shared)
+                if current is not None:
+                    current.close()
+            return self._epoch
+
+    @contextmanager
+    def collection(self) -> Iterator[_ServedCollection]:
+        with self.epoch().borrow() as collection:
+            yield collection
+
+    def close(self) -> None:
+        with self._lock:
+            if self._epoch is not None:
+                self._epoch.close()
+            self._watch.close()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+@cache
+def _words():  # noqa: ANN202 - WordVectors, loaded once per process
+    from semsearch.encoders.words import load_words
+
+    return load_words()
+
+
+def _record(collection: Collection, image_id: int) -> Record:
+    record = collection.store.get(image_id)
+    if record is None:
+        raise HTTPException(404, f"no image with id {image_id} in the collection")
+    return record
+
+
+def _rows(hits: list) -> list[dict[str, object]]:  # noqa: ANN001
+    return [h.to_dict() for h in hits]
+
+
+def _word_rows(pairs: list[tuple[str, float]]) -> list[dict[str, object]]:
+    return [{"rank": r, "word": w, "score": round(float(s), 6)} for r, (w, s) in enumerate(pairs, start=1)]
+
+
+def _need(collection: Collection, method: str) -> Callable:
+    fn = getattr(collection, method, None)
+    if fn is None:
+        raise HTTPException(501, f"this semsearch version has no Collection.{method}")
+    return fn
+
+
+def _parse_upload(body: bytes, content_type: str) -> bytes:
+    """The image bytes of a raw body or of the first file part of a multipart/form-data body (in memory)."""
+    if not content_type.lower().startswith("multipart/"):
+        return body
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise HTTPException(400, "malformed multipart upload")
+    parts = list(message.iter_parts())
+    chosen = next((p for p in parts if p.get_filename()), None) or next(
+        (p for p in parts if p.get_param("name", header="content-disposition") in ("file", "image")), None
+    )
+    if chosen is None:
+        raise HTTPException(400, "the upload has no file part (send the image as field 'file')")
+    return chosen.get_payload(decode=True) or b""
+
+
+def _projection(collection: _ServedCollection) -> dict[str, object]:
+    """2-D PCA of every image's features, plus k-means clusters labelled by their members' top tags."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    snap = collection.store.snapshot([IMAGE_SPACE])
+    n = len(snap)
+    if n == 0:
+        return {"points": [], "clusters": []}
+    features = np.asarray(snap.vectors[IMAGE_SPACE], dtype=np.float32)
+    if n >= 3:
+        xy = PCA(n_components=2, random_state=0).fit_transform(features)
+    else:
+        xy = np.zeros((n, 2), dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    xy = (xy - lo) / np.maximum(hi - lo, 1e-9)
+    points = [{"id": int(i), "x": round(float(x), 5), "y": round(float(y), 5)} for i, (x, y) in zip(snap.ids, xy)]
+    n_clusters = int(min(16, max(1, round((n / 4) ** 0.5))))
+    clusters = []
+    if n >= 2:
+        model = KMeans(n_clusters=min(n_clusters, n), n_init=4, random_state=0).fit(xy)
+        labels, centres = model.labels_, model.cluster_centers_
+    else:
+        labels, centres = np.zeros(n, dtype=int), xy[:1]
+    tags = getattr(collection, "tags", None)
+    for c, centre in enumerate(centres):
+        members = np.flatnonzero(labels == c)
+        if not len(members):
+            continue
+        nearest = members[np.argsort(np.linalg.norm(xy[members] - centre, axis=1))[:8]]
+        votes: Counter[str] = Counter()
+        for pos in nearest:
+            image_id = int(snap.ids[pos])
+            if tags is not None:
+                try:
+                    for word, score in tags(image_id, 3):
+                        votes[word] += float(score)
+                except SemsearchError:
+                    pass
+            else:
+                record = collection.store.get(image_id)
+                if record is not None and record.label:
+                    votes[record.label.replace("_", " ")] += 1.0
+        label = ", ".join(w for w, _ in votes.most_common(2))
+        clusters.append(
+            {"x": round(float(centre[0]), 5), "y": round(float(centre[1]), 5), "size": int(len(members)), "label": label}
+        )
+    return {"points": points, "clusters": clusters}
+
+
+# ------------------------------------------------------------------------------------------ app
+
+
+def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
+    """The FastAPI app serving the collection at `db` (page at `/`, API under `/api`, schema at `/openapi.json`)."""
+    served = Served(db)
+    expected = token.encode() if token else None
+
+    def check_token(request: Request) -> None:
+        if expected is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("token", "")
+        if not given or not hmac.compare_digest(given.encode(), expected):
+            raise HTTPException(401, "missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(
+        title="semsearch",
+        summary="Semantic search over a photo collection and words.",
+        version="1",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.served = served
+    api = APIRouter(prefix="/api", dependencies=[Depends(check_token)])
+
+    @app.exception_handler(SemsearchError)
+    async def _user_error(request: Request, exc: SemsearchError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):  # noqa: ANN001, ANN202
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith("/docs"):
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+                "frame-ancestors 'none'",
+            )
+        return response
+
+    @app.on_event("shutdown")
+    def _close() -> None:
+        served.close()
+
+    @api.get("/health", tags=["meta"])
+    def health() -> dict[str, object]:
+        """Liveness: the collection opens and its catalog is readable."""
+        with served.collection() as c:
+            return {"status": "ok", "images": c.store.count()}
+
+    @api.get("/stats", tags=["meta"])
+    def stats() -> dict[str, object]:
+        """Collection statistics (as `Collection.stats()`)."""
+        with served.collection() as c:
+            return c.stats()
+
+    @api.get("/classes", tags=["meta"])
+    def classes() -> list[dict[str, object]]:
+        """The focus classes (ImageNet-1k): index and display name."""
+        from semsearch.classes import class_names
+
+        return [{"index": i, "name": n} for i, n in enumerate(class_names())]
+
+    @api.get("/search", tags=["search"])
+    def search(q: Annotated[str, Query(min_length=1, max_length=500, description="Words or a phrase.")], k: K = 20):
+        """Images matching words (text → images). Rows: rank, id, path, score."""
+        with served.collection() as c:
+            return JSONResponse(_rows(_need(c, "search")(q, k=k)))
+
+    @api.get("/similar/{image_id}", tags=["search"])
+    def similar_to_indexed(image_id: ImageId, k: K = 20, focus: Focus = None):
+        """Images similar to an indexed image, optionally focused on one ImageNet class."""
+        with served.collection() as c:
+            _record(c, image_id)
+            return JSONResponse(_rows(c.similar(image_id, k=k, focus=focus or None)))
+
+    @api.post(
+        "/similar",
+        tags=["search"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "The image, as the raw body (image/*) or as field 'file' of multipart/form-data.",
+                "content": {
+                    "image/*": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {
+                        "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                    },
+                },
+            }
+        },
+    )
+    async def similar_to_upload(
+        request: Request, k: K = 20, focus: Focus = None
+    ):
+        """Images similar to an uploaded image (never stored). 413 when too large, 400 when not an image."""
+        limit = max_upload + 64 * 1024  # room for multipart headers
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise HTTPException(413, f"upload larger than {max_upload // (1024 * 1024)} MiB")
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise HTTPException(413, f"upload larger than {max_upload // (1024 * 1024)} MiB")
+            chunks.append(chunk)
+        data = _parse_upload(b"".join(chunks), request.headers.get("content-type", ""))
+        if len(data) > max_upload:
+            raise HTTPException(413, f"upload larger than {max_upload // (1024 * 1024)} MiB")
+        if not data:
+            raise HTTPException(400, "empty upload: send an image")
+
+        def run() -> list[dict[str, object]]:
+            with served.collection() as c:
+                try:
+                    return _rows(c.similar(data, k=k, focus=focus or None))
+                except DecodeError as exc:
+                    raise HTTPException(400, f"not a usable image: {exc}") from None
+
+        return JSONResponse(await run_in_threadpool(run))
+
+    @api.get("/images/{image_id}", tags=["images"])
+    def image_info(image_id: ImageId) -> dict[str, object]:
+        """What the catalog knows about an image: id, path, label (its folder name)."""
+        with served.collection() as c:
+            r = _record(c, image_id)
+            return {"id": r.id, "path": r.path, "name": Path(r.path).name, "label": r.label}
+
+    @api.get("/images/{image_id}/tags", tags=["images"])
+    def image_tags(image_id: ImageId, k: K = 8):
+        """Words describing an image (image → words). Rows: rank, word, score."""
+        with served.collection() as c:
+            _record(c, image_id)
+            return JSONResponse(_word_rows(_need(c, "tags")(image_id, k=k)))
+
+    @api.get("/images/{image_id}/thumb", tags=["images"], response_class=Response)
+    def image_thumb(image_id: ImageId):
+        """A ~256 px WebP thumbnail, made once and cached under <collection>/thumbs."""
+        with served.collection() as c:
+            r = _record(c, image_id)
+        source = Path(r.path)
+        if not source.is_file():
+            raise HTTPException(404, f"image {image_id} is no longer on disk")
+        headers = {"Cache-Control": "private, max-age=300"}
+        try:
+            made = thumbnail(served.root, r.id, r.sha256, source)
+        except DecodeError as exc:
+            raise HTTPException(404, f"image {image_id} cannot be shown: {exc}") from None
+        if isinstance(made, bytes):
+            return Response(made, media_type=MEDIA_TYPE, headers=headers)
+        return FileResponse(made, media_type=MEDIA_TYPE, headers=headers)
+
+    @api.get("/images/{image_id}/original", tags=["images"], response_class=Response)
+    def image_original(image_id: ImageId):
+        """The indexed file itself (only files in the catalog, by id)."""
+        with served.collection() as c:
+            r = _record(c, image_id)
+        source = Path(r.path)
+        if source.suffix.lower() not in SUPPORTED_SUFFIXES or not source.is_file():
+            raise HTTPException(404, f"image {image_id} is no longer on disk")
+        media_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
+        return FileResponse(source, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+
+    @api.get("/words", tags=["words"])
+    def similar_words(q: Annotated[str, Query(min_length=1, max_length=500)], k: K = 20):
+        """Words nearest to a word or phrase (GloVe). Rows: rank, word, score; unknown words in X-Unknown-Words."""
+        from semsearch.encoders.words import tokenize
+
+        table = _words()
+        vector, unknown = table.phrase(q)
+        rows = _word_rows(table.nearest(vector, k, exclude=set(tokenize(q))))
+        headers = {"X-Unknown-Words": ",".join(unknown)} if unknown else None
+        return JSONResponse(rows, headers=headers)
+
+    @api.get("/map", tags=["images"])
+    def collection_map():
+        """Every image placed by a 2-D PCA of its features, with labelled clusters (computed once per change)."""
+        epoch = served.epoch()
+        with epoch.borrow() as c:
+            return JSONResponse(epoch.derived("map", lambda: _projection(c)))
+
+    app.include_router(api)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+__all__ = ["create_app", "Served", "loopback", "CollectionError"]

@@ -1,0 +1,328 @@
+// semsearch web page: plain JS, no build step. State lives in the URL (?tab=&q=&similar=&focus=).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const K = 30;
+
+// ---- token: ?token= is moved to sessionStorage and removed from the address bar
+(function takeToken() {
+  const url = new URL(location.href);
+  const t = url.searchParams.get("token");
+  if (t) {
+    sessionStorage.setItem("semsearch-token", t);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+  }
+})();
+const token = () => sessionStorage.getItem("semsearch-token") || "";
+
+function withToken(path) {
+  const t = token();
+  return t ? path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(t) : path;
+}
+const thumbUrl = (id) => withToken(`/api/images/${id}/thumb`);
+const originalUrl = (id) => withToken(`/api/images/${id}/original`);
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  const res = await fetch(path, Object.assign({}, options, { headers }));
+  let body = null;
+  try { body = await res.json(); } catch (e) { body = null; }
+  if (!res.ok) {
+    let msg = body && body.detail ? body.detail : res.statusText;
+    if (Array.isArray(msg)) msg = msg.map((d) => d.msg).join("; ");
+    if (res.status === 401) msg = "this server needs a token: open the page as /?token=…";
+    const err = new Error(msg);
+    err.status = res.status;
+    throw err;
+  }
+  return { body, headers: res.headers };
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v; // CSSOM, allowed by the page's CSP
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+const basename = (p) => p.split(/[\\/]/).pop();
+
+// ---- state <-> URL
+function readState() {
+  const p = new URLSearchParams(location.search);
+  return {
+    tab: p.get("tab") || "images",
+    q: p.get("q") || "",
+    similar: p.get("similar") || "",
+    focus: p.get("focus") || "",
+  };
+}
+function writeState(state, push = true) {
+  const p = new URLSearchParams();
+  if (state.tab && state.tab !== "images") p.set("tab", state.tab);
+  if (state.q) p.set("q", state.q);
+  if (state.similar) p.set("similar", state.similar);
+  if (state.focus) p.set("focus", state.focus);
+  const url = location.pathname + (p.toString() ? "?" + p : "");
+  if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
+  render();
+}
+
+// ---- views
+function setStatus(text, kind = "") {
+  const s = $("status");
+  s.className = "status " + kind;
+  s.replaceChildren(...(Array.isArray(text) ? text : [text]));
+}
+
+function showGrid(rows) {
+  const grid = $("grid");
+  grid.replaceChildren(...rows.map((r) => {
+    const card = el("button", { class: "card", "data-id": r.id, title: r.path, onclick: () => openDetail(r.id) },
+      el("img", { src: thumbUrl(r.id), alt: basename(r.path), loading: "lazy" }),
+      el("span", { class: "score" }, r.score.toFixed(3)),
+      el("span", { class: "name" }, basename(r.path)));
+    return card;
+  }));
+}
+
+function showWords(rows) {
+  const max = rows.length ? Math.max(...rows.map((r) => r.score)) : 1;
+  $("words").replaceChildren(...rows.map((r) => el("li", {},
+    el("a", { href: "?tab=words&q=" + encodeURIComponent(r.word), class: "word",
+      onclick: (e) => { e.preventDefault(); writeState({ tab: "words", q: r.word }); } }, r.word),
+    el("span", { class: "bar" }, el("span", { style: `width:${Math.max(4, 100 * r.score / max)}%` })),
+    el("span", { class: "wscore" }, r.score.toFixed(3)))));
+}
+
+let seq = 0;
+async function run(label, fn) {
+  const mine = ++seq;
+  const t0 = performance.now();
+  setStatus("Searching…", "busy");
+  try {
+    const n = await fn(() => mine === seq);
+    if (mine !== seq) return;
+    const ms = Math.round(performance.now() - t0);
+    setStatus([el("b", {}, String(n)), ` results ${label} `, el("span", { class: "muted" }, `· ${ms} ms`)]);
+  } catch (e) {
+    if (mine === seq) setStatus(e.message, "error");
+  }
+}
+
+function clearResults() {
+  $("grid").replaceChildren();
+  $("words").replaceChildren();
+}
+
+async function render() {
+  const s = readState();
+  for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.tab === s.tab);
+  $("q").value = s.q;
+  $("focus").value = s.focus;
+  $("image-options").hidden = s.tab !== "images";
+  $("searchbar").hidden = s.tab === "map";
+  $("map").hidden = s.tab !== "map";
+  $("grid").hidden = s.tab !== "images";
+  $("words").hidden = s.tab !== "words";
+  $("q").placeholder = s.tab === "words" ? "A word or phrase, e.g. ocean" : "Describe what you are looking for…";
+  clearResults();
+  const k = `&k=${K}`;
+  if (s.tab === "map") {
+    setStatus("");
+    return loadMap();
+  }
+  if (s.tab === "words") {
+    if (!s.q) return setStatus("Type a word to see its nearest words.");
+    return run(`like “${s.q}”`, async (current) => {
+      const { body, headers } = await api(`/api/words?q=${encodeURIComponent(s.q)}${k}`);
+      if (current()) showWords(body);
+      const unknown = headers.get("X-Unknown-Words");
+      if (unknown) setTimeout(() => $("status").append(el("span", { class: "muted" }, ` · not known: ${unknown}`)), 0);
+      return body.length;
+    });
+  }
+  const focus = s.focus ? `&focus=${encodeURIComponent(s.focus)}` : "";
+  if (s.similar) {
+    return run(`similar to #${s.similar}${s.focus ? ", focus " + s.focus : ""}`, async (current) => {
+      const { body } = await api(`/api/similar/${encodeURIComponent(s.similar)}?${k.slice(1)}${focus}`);
+      if (current()) showGrid(body);
+      return body.length;
+    });
+  }
+  if (s.q) {
+    return run(`for “${s.q}”`, async (current) => {
+      const { body } = await api(`/api/search?q=${encodeURIComponent(s.q)}${k}`);
+      if (current()) showGrid(body);
+      return body.length;
+    });
+  }
+  setStatus("Search by words, or drop a photo anywhere on the page.");
+}
+
+async function searchUpload(file) {
+  if (!file) return;
+  const s = readState();
+  history.pushState(null, "", location.pathname + (s.focus ? "?focus=" + encodeURIComponent(s.focus) : ""));
+  for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.tab === "images");
+  $("q").value = "";
+  clearResults();
+  const focus = s.focus ? `&focus=${encodeURIComponent(s.focus)}` : "";
+  const preview = el("img", { class: "preview", src: URL.createObjectURL(file), alt: "" });
+  await run(`similar to ${file.name}`, async (current) => {
+    const { body } = await api(`/api/similar?k=${K}${focus}`, {
+      method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
+    });
+    if (current()) showGrid(body);
+    return body.length;
+  });
+  $("status").prepend(preview);
+}
+
+// ---- detail view
+async function openDetail(id) {
+  $("modal").hidden = false;
+  $("detail-img").src = thumbUrl(id);
+  $("detail-img").dataset.id = id;
+  const full = new Image();
+  full.onload = () => { if ($("detail-img").dataset.id == id) $("detail-img").src = full.src; };
+  full.src = originalUrl(id);
+  $("detail-name").textContent = `#${id}`;
+  $("detail-path").textContent = "";
+  $("detail-tags").replaceChildren(el("li", { class: "muted" }, "…"));
+  const focus = readState().focus;
+  $("detail-more").href = `?similar=${id}` + (focus ? `&focus=${encodeURIComponent(focus)}` : "");
+  $("detail-original").href = originalUrl(id);
+  try {
+    const { body } = await api(`/api/images/${id}`);
+    $("detail-name").textContent = body.name;
+    $("detail-path").textContent = body.path;
+  } catch (e) { $("detail-path").textContent = e.message; }
+  try {
+    const { body } = await api(`/api/images/${id}/tags?k=10`);
+    $("detail-tags").replaceChildren(...body.map((t) => el("li", { class: "tag", title: t.score.toFixed(3) },
+      el("a", { href: `?q=${encodeURIComponent(t.word)}`,
+        onclick: (e) => { e.preventDefault(); closeDetail(); writeState({ tab: "images", q: t.word }); } }, t.word))));
+  } catch (e) { $("detail-tags").replaceChildren(el("li", { class: "muted" }, e.message)); }
+}
+function closeDetail() { $("modal").hidden = true; $("detail-img").removeAttribute("src"); }
+
+// ---- map view
+let mapData = null;
+const view = { scale: 1, x: 0, y: 0 };
+function applyView() {
+  $("map-inner").style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
+  $("map-inner").style.setProperty("--inv", String(1 / view.scale));
+}
+async function loadMap() {
+  const inner = $("map-inner");
+  if (!mapData) {
+    setStatus("Placing the collection…", "busy");
+    try { mapData = (await api("/api/map")).body; } catch (e) { return setStatus(e.message, "error"); }
+  }
+  setStatus([el("b", {}, String(mapData.points.length)), " images, placed by their features"]);
+  const size = Math.max(800, Math.sqrt(mapData.points.length) * 90);
+  const cell = Math.max(36, Math.min(72, size / Math.sqrt(Math.max(1, mapData.points.length)) * 0.9));
+  inner.style.width = inner.style.height = size + "px";
+  inner.replaceChildren(
+    ...mapData.points.map((p) => el("img", {
+      class: "dot", src: thumbUrl(p.id), loading: "lazy", alt: "", "data-id": p.id,
+      style: `left:${p.x * (size - cell)}px;top:${p.y * (size - cell)}px;width:${cell}px;height:${cell}px`,
+    })),
+    ...mapData.clusters.filter((c) => c.label).map((c) => el("div", {
+      class: "cluster", style: `left:${c.x * (size - cell) + cell / 2}px;top:${c.y * (size - cell) + cell / 2}px`,
+    }, c.label)));
+  resetView();
+}
+function resetView() {
+  const box = $("map").getBoundingClientRect();
+  const size = parseFloat($("map-inner").style.width) || 800;
+  view.scale = Math.min(box.width / size, box.height / size) * 0.95;
+  view.x = (box.width - size * view.scale) / 2;
+  view.y = (box.height - size * view.scale) / 2;
+  applyView();
+}
+function setupMap() {
+  const map = $("map");
+  map.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = map.getBoundingClientRect();
+    const mx = e.clientX - r.left, my = e.clientY - r.top;
+    const f = Math.exp(-e.deltaY * 0.0015);
+    const s = Math.min(20, Math.max(0.05, view.scale * f));
+    view.x = mx - (mx - view.x) * (s / view.scale);
+    view.y = my - (my - view.y) * (s / view.scale);
+    view.scale = s;
+    applyView();
+  }, { passive: false });
+  let drag = null;
+  map.addEventListener("pointerdown", (e) => { drag = { x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, moved: false }; });
+  window.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+    if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+    view.x = drag.vx + dx; view.y = drag.vy + dy; applyView();
+  });
+  window.addEventListener("pointerup", (e) => {
+    if (drag && !drag.moved && e.target.classList && e.target.classList.contains("dot")) openDetail(e.target.dataset.id);
+    drag = null;
+  });
+  map.addEventListener("dblclick", resetView);
+}
+
+// ---- wiring
+async function init() {
+  for (const t of document.querySelectorAll(".tab")) {
+    t.addEventListener("click", () => {
+      const s = readState();
+      writeState({ tab: t.dataset.tab, q: t.dataset.tab === "map" ? "" : s.q, focus: s.focus });
+    });
+  }
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const s = readState();
+    const q = $("q").value.trim();
+    writeState({ tab: s.tab === "map" ? "images" : s.tab, q, focus: $("focus").value.trim() });
+  });
+  $("focus").addEventListener("change", () => {
+    const s = readState();
+    if (s.tab === "images") writeState(Object.assign(s, { focus: $("focus").value.trim() }));
+  });
+  $("file").addEventListener("change", (e) => { searchUpload(e.target.files[0]); e.target.value = ""; });
+  $("modal-close").addEventListener("click", closeDetail);
+  $("modal").addEventListener("click", (e) => { if (e.target === $("modal")) closeDetail(); });
+  $("detail-more").addEventListener("click", (e) => {
+    e.preventDefault(); closeDetail();
+    const id = new URLSearchParams($("detail-more").getAttribute("href").slice(1));
+    writeState({ tab: "images", similar: id.get("similar"), focus: id.get("focus") || "" });
+  });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDetail(); });
+  window.addEventListener("popstate", render);
+  // drag and drop anywhere
+  let depth = 0;
+  document.addEventListener("dragenter", (e) => { e.preventDefault(); depth++; $("drop-overlay").hidden = false; });
+  document.addEventListener("dragleave", () => { if (--depth <= 0) { depth = 0; $("drop-overlay").hidden = true; } });
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => {
+    e.preventDefault(); depth = 0; $("drop-overlay").hidden = true;
+    const f = e.dataTransfer && e.dataTransfer.files[0];
+    if (f) searchUpload(f);
+  });
+  setupMap();
+  render();
+  try {
+    const { body } = await api("/api/stats");
+    $("stats").textContent = `${body.images} images · ${body.model || ""}`;
+  } catch (e) { /* shown by the searches */ }
+  try {
+    const { body } = await api("/api/classes");
+    $("classes").replaceChildren(...body.map((c) => el("option", { value: c.name })));
+  } catch (e) { /* focus stays free text */ }
+}
+init();

@@ -7,6 +7,7 @@ Every failure (corrupt, truncated, empty, not an image, too large, unsupported f
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -55,6 +56,11 @@ def load_image(source: Path | bytes, size: int, geometry: Geometry = DEFAULT_GEO
         raise DecodeError("permission denied") from None
     except UnidentifiedImageError:
         raise DecodeError("not an image") from None
+    except Image.DecompressionBombError as exc:
+        # PIL's own guard (2x Image.MAX_IMAGE_PIXELS) fired inside Image.open, before ours could.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        claimed = f"{int(found.group(1)) / 1e6:.0f} Mpx, " if found else ""
+        raise DecodeError(f"image too large ({claimed}limit {MAX_PIXELS // 1_000_000} Mpx)") from None
     except Exception as exc:  # noqa: BLE001 - PIL plugins raise many kinds on bad data
         text = str(exc).lower()
         if "truncated" in text or "premature end" in text or isinstance(exc, EOFError):

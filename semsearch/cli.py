@@ -81,12 +81,18 @@ def index(
     folder: Annotated[Path, typer.Argument(help="Folder of photos, scanned recursively.")],
     db: DbOption = None,
     model: Annotated[str, typer.Option(help="Image model: lite0 (fast) or lite2 (more accurate).")] = "lite0",
+    joint: Annotated[
+        Path | None, typer.Option(help="A model from `semsearch train` for word search and tags.")
+    ] = None,
+    text_model: Annotated[str | None, typer.Option(help="Text space without --joint: glove or minilm.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Embed every image under FOLDER into the collection; only new or changed files are embedded."""
     from semsearch.collection import Collection
 
     with Collection(_db(db), writable=True, model=model) as collection:
+        if joint is not None or text_model is not None:
+            collection.use_joint(joint, text_model or "glove")
         with progress_bar("embedding", enabled=not as_json) as update:
             report = collection.sync(folder, progress=update)
     if as_json:
@@ -138,6 +144,40 @@ def words(
         for rank, (word, score) in enumerate(table.nearest(vector, k, exclude=asked), start=1)
     ]
     emit_rows(rows, as_json, title=f"words like {' '.join(query)}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help='Words, a phrase, or a mixed query: "cat + ./photo.jpg - grass".')],
+    db: DbOption = None,
+    k: KOption = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Images that match words or a phrase (the joint image-word space); terms can be added or subtracted."""
+    from semsearch.collection import Collection
+
+    with Collection(_db(db)) as collection:
+        vector, notes = collection.encode_query(query)
+        hits = collection.search_vector(vector, k)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    emit_rows([h.to_dict() for h in hits], as_json, title=f"images for {query!r}")
+
+
+@app.command()
+def tags(
+    image: Annotated[str, typer.Argument(help="An indexed photo or any image file.")],
+    db: DbOption = None,
+    k: KOption = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Words that describe IMAGE."""
+    from semsearch.collection import Collection
+
+    with Collection(_db(db)) as collection:
+        found = collection.tags(image, k)
+    rows = [{"rank": r, "word": w, "score": s} for r, (w, s) in enumerate(found, start=1)]
+    emit_rows(rows, as_json, title=f"tags of {image}")
 
 
 @app.command()

@@ -322,9 +322,99 @@ class Collection:
                 break
         return hits
 
+    # --- the joint image-word space (ConSE by default, or a trained head) --------------------------
+    @cached_property
+    def space(self):  # noqa: ANN201 - TextSpace
+        """The text space queries and tags live in: GloVe words unless the collection says otherwise."""
+        from semsearch.encoders.text import load_text_space
+
+        return load_text_space(self.store.meta().get("text_model", "glove"))
+
+    @cached_property
+    def joint(self):  # noqa: ANN201 - ConSE or JointHead
+        """Maps stored image vectors into the text space: a trained head if one was set, else ConSE."""
+        model = self.store.meta().get("joint_model")
+        if model:
+            from semsearch.encoders.head import JointHead
+            from semsearch.errors import ModelError
+
+            head = JointHead.load(Path(model))
+            if head.space_identity != self.space.identity:
+                raise ModelError(f"joint model {model} was trained for {head.space_identity}, not {self.space.identity}")
+            return head
+        from semsearch.encoders.joint import ConSE
+
+        return ConSE(self.space)
+
+    def use_joint(self, model: Path | None, text_model: str = "glove") -> None:
+        """Choose the joint mapping for this collection (a trained model file, or ConSE in `text_model`)."""
+        values = {"text_model": text_model, "joint_model": ""}
+        if model is not None:
+            from semsearch.encoders.head import JointHead
+
+            model = Path(model).expanduser().absolute()
+            head = JointHead.load(model)  # refuses a corrupt file before the collection records it
+            values = {"text_model": head.space_identity, "joint_model": str(model)}
+        self.store.set_meta(**values)
+        self.__dict__.pop("space", None)
+        self.__dict__.pop("joint", None)
+
+    def _embed_joint(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if hasattr(self.joint, "embed_images"):
+            return self.joint.embed_images(features, logits)
+        return self.joint.embed(logits)
+
+    def joint_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, joint vectors) of every image, computed from stored vectors (no CNN)."""
+        snap = self.store.snapshot([IMAGE_SPACE, LOGIT_SPACE])
+        if not len(snap):
+            return snap.ids, np.zeros((0, int(self.joint.dim)), dtype=np.float32)
+        return snap.ids, self._embed_joint(snap.vectors[IMAGE_SPACE], snap.vectors[LOGIT_SPACE])
+
+    def encode_query(self, query: str) -> tuple[np.ndarray, list[str]]:
+        """One joint-space vector for a mixed query, and notes for the user (unknown words)."""
+        from semsearch.query import combine, parse_query
+
+        notes: list[str] = []
+
+        def embed(term) -> np.ndarray:  # noqa: ANN001 - query.Term
+            if term.image is not None:
+                features, logits, _ = self.query_vector(term.image)
+                return self._embed_joint(features[None], logits[None])[0]
+            vector, unknown = self.space.phrase(term.text)
+            notes.extend(f"not in the vocabulary: {word}" for word in unknown)
+            return vector
+
+        return combine(parse_query(query), embed), notes
+
+    def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
+        """Images nearest to a joint-space vector."""
+        ids, table = self.joint_table()
+        scores = table @ vector
+        top = np.argsort(-scores)[:k]
+        return self._hits(((int(ids[i]), float(scores[i])) for i in top), k)
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """Text → images (words, phrases, mixed text/image queries) in the joint space."""
+        return self.search_vector(self.encode_query(query)[0], k)
+
+    def tags(self, image: str | Path | bytes | int, k: int = 10) -> list[tuple[str, float]]:
+        """Words that describe an image: nearest tag words, grounded in its ImageNet class probabilities."""
+        from semsearch.encoders.joint import tags, top_probabilities
+
+        features, logits, _ = self.query_vector(image)
+        vector = self._embed_joint(features[None], logits[None])
+        return tags(vector, k, space=self.space, probabilities=top_probabilities(logits[None]))[0]
+
     def stats(self) -> dict[str, object]:
         meta = self.store.meta()
-        return {"db": str(self.root), "images": self.store.count(), "model": meta.get("image_model")}
+        return {
+            "db": str(self.root),
+            "images": self.store.count(),
+            "model": meta.get("image_model"),
+            "text_model": meta.get("text_model", "glove"),
+            "joint_model": meta.get("joint_model") or "conse",
+        }
 
 
 def _identity(model_name: str) -> str:

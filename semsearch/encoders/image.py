@@ -126,8 +126,12 @@ def _torch_model(name: str):
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
+    import contextlib
+    import io
+
     spec = _spec(name)
-    model = EfficientNet.from_pretrained(spec.identity, weights_path=_weights_path(spec))
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+        model = EfficientNet.from_pretrained(spec.identity, weights_path=_weights_path(spec))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -208,10 +212,16 @@ def compare_outputs(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, n
 # ---------------------------------------------------------------- ONNX Runtime side
 
 
+#: ORT worker threads spin while idle by default; with decode threads sharing the cores that burns
+#: the time the decoders need, so it is off (measured in bench/embed.py).
+ORT_SPINNING = False
+
+
 def _ort_session(path: Path, threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_SPINNING else "0")
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -30,7 +30,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any
@@ -61,12 +61,16 @@ Focus = Annotated[str | None, Query(max_length=100, description="An ImageNet cla
 
 
 class _ServedCollection(Collection):
-    """A `Collection` whose nearest-neighbour index comes from the shared, per-epoch cache."""
+    """A `Collection` whose whole-collection tables (the nearest-neighbour index, the joint-space table of
+    every image) come from the shared per-epoch cache instead of being rebuilt on every query."""
 
     _epoch: _Epoch
 
     def _index(self, space: str):  # noqa: ANN202 - VectorIndex
-        return self._epoch.index(space, lambda: Collection._index(self, space))
+        return self._epoch.cached(("index", space), lambda: Collection._index(self, space))
+
+    def joint_table(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._epoch.cached("joint_table", lambda: Collection.joint_table(self))
 
 
 def _cached_names(obj: object) -> Iterator[str]:
@@ -82,26 +86,19 @@ class _Epoch:
     def __init__(self, root: Path, version: int, shared: dict[str, Any]) -> None:
         self.root, self.version, self.shared = root, version, shared
         self._pool: queue.SimpleQueue[_ServedCollection] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._indexes: dict[str, Any] = {}
-        self._derived: dict[str, Any] = {}
+        self._lock = threading.RLock()  # a build may need another cached value
+        self._cache: dict[object, Any] = {}
         self.closed = False
 
-    def index(self, space: str, build: Callable[[], Any]) -> Any:
-        found = self._indexes.get(space)
+    def cached(self, key: object, build: Callable[[], Any]) -> Any:
+        """A value computed once per epoch (index, joint table, map projection); others wait for it."""
+        found = self._cache.get(key)
         if found is None:
             with self._lock:
-                found = self._indexes.get(space)
+                found = self._cache.get(key)
                 if found is None:
-                    found = self._indexes[space] = build()
+                    found = self._cache[key] = build()
         return found
-
-    def derived(self, key: str, build: Callable[[], Any]) -> Any:
-        """A value computed once per epoch (e.g. the map projection)."""
-        with self._lock:
-            if key not in self._derived:
-                self._derived[key] = build()
-            return self._derived[key]
 
     @contextmanager
     def borrow(self) -> Iterator[_ServedCollection]:
@@ -284,7 +281,13 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
         if not given or not hmac.compare_digest(given.encode(), expected):
             raise HTTPException(401, "missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        yield
+        served.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="semsearch",
         summary="Semantic search over a photo collection and words.",
         version="1",
@@ -310,10 +313,6 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
                 "frame-ancestors 'none'",
             )
         return response
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        served.close()
 
     @api.get("/health", tags=["meta"])
     def health() -> dict[str, object]:
@@ -450,7 +449,7 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
         """Every image placed by a 2-D PCA of its features, with labelled clusters (computed once per change)."""
         epoch = served.epoch()
         with epoch.borrow() as c:
-            return JSONResponse(epoch.derived("map", lambda: _projection(c)))
+            return JSONResponse(epoch.cached("map", lambda: _projection(c)))
 
     app.include_router(api)
 

@@ -232,7 +232,7 @@ def _projection(collection: _ServedCollection) -> dict[str, object]:
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     xy = (xy - lo) / np.maximum(hi - lo, 1e-9)
     points = [{"id": int(i), "x": round(float(x), 5), "y": round(float(y), 5)} for i, (x, y) in zip(snap.ids, xy)]
-    n_clusters = int(min(16, max(1, round((n / 4) ** 0.5))))
+    n_clusters = int(min(16, max(1, round((n / 2) ** 0.5))))
     clusters = []
     if n >= 2:
         model = KMeans(n_clusters=min(n_clusters, n), n_init=4, random_state=0).fit(xy)

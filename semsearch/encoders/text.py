@@ -52,7 +52,8 @@ class SentenceEncoder:
             self.model = SentenceTransformer(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001 - any load failure is a broken install
             raise ModelError(f"cannot load the MiniLM model from {path}: {exc}") from exc
-        self.dim = int(self.model.get_sentence_embedding_dimension() or 384)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim() or 384)
         self._memo: dict[str, np.ndarray] = {}
 
     def encode(self, texts: list[str], batch_size: int = 128) -> np.ndarray:

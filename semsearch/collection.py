@@ -20,6 +20,7 @@ from semsearch.store import Store
 
 IMAGE_SPACE = "features"
 LOGIT_SPACE = "logits"
+JOINT_SPACE = "joint"
 INDEX_DIR = "index"
 
 Progress = Callable[[int, int], None]
@@ -232,32 +233,46 @@ class Collection:
         elif meta["image_model"] != identity:
             raise CollectionError(f"collection {self.root} was made with {meta['image_model']}, not {identity}")
 
-    # --- the nearest-neighbour index --------------------------------------------------------------
+    # --- nearest-neighbour indexes (image features, joint space), saved with the collection --------
     def _index_path(self, space: str) -> Path:
+        if space == JOINT_SPACE:  # one per joint mapping: switching models never mixes their vectors
+            space = f"joint-{hashlib.sha256(self.joint.identity.encode()).hexdigest()[:16]}"
         return self.root / INDEX_DIR / f"{space}.idx"
 
+    def _vectors(self, space: str, rows: np.ndarray) -> np.ndarray:
+        """Vectors of catalog rows in a space; joint vectors are derived from stored ones, never the CNN."""
+        if space == JOINT_SPACE:
+            return self._embed_joint(self.store.vectors_at(IMAGE_SPACE, rows), self.store.vectors_at(LOGIT_SPACE, rows))
+        return self.store.vectors_at(space, rows)
+
     def save_index(self) -> None:
-        """Bring the saved index up to date with the catalog by adding/removing the difference."""
-        index = self._index(IMAGE_SPACE)
-        path = self._index_path(IMAGE_SPACE)
-        path.parent.mkdir(exist_ok=True)
-        index.save(path)
+        """Bring the saved indexes up to date with the catalog (adding/removing only the difference)."""
+        if not self.store.count():
+            return
+        for space in (IMAGE_SPACE, JOINT_SPACE):
+            path = self._index_path(space)
+            path.parent.mkdir(exist_ok=True)
+            self._index(space).save(path)
 
     def _index(self, space: str):  # noqa: ANN202 - VectorIndex
         """The saved index of a space, reconciled with the catalog (a crash may have left it behind)."""
         from semsearch.index import VectorIndex
 
-        snap = self.store.snapshot([space])
-        vectors = snap.vectors[space]
+        snap = self.store.snapshot([])
         path = self._index_path(space)
-        index = VectorIndex.load(path) if path.exists() else VectorIndex(vectors.shape[1])
+        if path.exists():
+            index = VectorIndex.load(path)
+        elif space == JOINT_SPACE:
+            index = VectorIndex(int(self.joint.dim))
+        else:
+            index = VectorIndex(int(snap.meta.get(f"dim.{space}", 1)))
         held = index.ids()
         stale = np.setdiff1d(held, snap.ids)
         if len(stale):
             index.remove(stale)
         missing = np.isin(snap.ids, held, invert=True)
         if missing.any():
-            index.add(snap.ids[missing], vectors[missing])
+            index.add(snap.ids[missing], self._vectors(space, snap.rows[missing]))
         return index
 
     # --- queries ----------------------------------------------------------------------------------
@@ -358,18 +373,12 @@ class Collection:
         self.store.set_meta(**values)
         self.__dict__.pop("space", None)
         self.__dict__.pop("joint", None)
+        self.save_index()
 
     def _embed_joint(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         if hasattr(self.joint, "embed_images"):
             return self.joint.embed_images(features, logits)
         return self.joint.embed(logits)
-
-    def joint_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, joint vectors) of every image, computed from stored vectors (no CNN)."""
-        snap = self.store.snapshot([IMAGE_SPACE, LOGIT_SPACE])
-        if not len(snap):
-            return snap.ids, np.zeros((0, int(self.joint.dim)), dtype=np.float32)
-        return snap.ids, self._embed_joint(snap.vectors[IMAGE_SPACE], snap.vectors[LOGIT_SPACE])
 
     def encode_query(self, query: str) -> tuple[np.ndarray, list[str]]:
         """One joint-space vector for a mixed query, and notes for the user (unknown words)."""
@@ -389,10 +398,8 @@ class Collection:
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         """Images nearest to a joint-space vector."""
-        ids, table = self.joint_table()
-        scores = table @ vector
-        top = np.argsort(-scores)[:k]
-        return self._hits(((int(ids[i]), float(scores[i])) for i in top), k)
+        ids, scores = self._index(JOINT_SPACE).search(vector[None], k)
+        return self._hits(((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """Text → images (words, phrases, mixed text/image queries) in the joint space."""

@@ -68,6 +68,7 @@ class Snapshot:
     """A consistent read of the collection: ids, paths and each space's vectors, aligned row by row."""
 
     ids: np.ndarray
+    rows: np.ndarray
     paths: list[str]
     vectors: Mapping[str, np.ndarray]
     meta: Mapping[str, str]
@@ -314,7 +315,7 @@ class Store:
                 continue
             table = np.memmap(path, dtype=np.float32, mode="r").reshape(-1, dim)
             vectors[space] = table[row_numbers]
-        return Snapshot(ids=ids, paths=[r[1] for r in rows], vectors=vectors, meta=meta)
+        return Snapshot(ids=ids, rows=row_numbers, paths=[r[1] for r in rows], vectors=vectors, meta=meta)
 
     def lookup(self, path: str) -> Record | None:
         row = self.db.execute(
@@ -328,7 +329,7 @@ class Store:
         ).fetchone()
         return Record(*row) if row else None
 
-    def vectors_at(self, space: str, rows: list[int]) -> np.ndarray:
+    def vectors_at(self, space: str, rows: list[int] | np.ndarray) -> np.ndarray:
         """Vectors of a few rows of one space (e.g. the query image's own features)."""
         meta = self.meta()
         dim = self._spaces(meta)[space]

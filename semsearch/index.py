@@ -139,6 +139,9 @@ class _Backend(ABC):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """queries (q, dim) unit float32, 1 <= k <= len(store) -> slots (q, k), scores (q, k)."""
 
+    def describe(self) -> str:
+        return ""
+
     def state(self) -> dict[str, np.ndarray]:
         """Arrays to persist (slots already compacted to rows of the saved store)."""
         return {}
@@ -216,6 +219,9 @@ class _HnswBackend(_Backend):
         b.index = b._new_index(int(len(live) * 1.25))
         b.add(live, store.vecs[live], np.zeros(len(live), dtype=bool))
         return b
+
+    def describe(self) -> str:
+        return f"M={self.M} efc={self.EF_CONSTRUCTION} ef={self.ef}"
 
     # -- updates --------------------------------------------------------------------------
     def add(self, slots, vectors, replaced) -> None:

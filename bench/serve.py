@@ -1,0 +1,208 @@
+"""Latency of `semsearch serve` under concurrent load, on loopback only.
+
+    python bench/serve.py [--images 10000] [--clients 16] [--seconds 20] [--db DIR]
+
+The collection is *synthesized* (indexing 10,000 real photos would take far longer than the benchmark):
+random unit feature vectors (1280-d, like EfficientNet-Lite0) and random logits (1000 classes) are written
+through `semsearch.store.Store` (`append_vectors` + `upsert`) with made-up paths, then the saved index is
+built as `index` would. Queries never touch the photos, so search cost is the same as for real ones.
+
+Rows of the table:
+* ``direct Collection``: the same call in this process on a plain `Collection` (what the CLI does once
+  per process: it rebuilds the whole-collection tables for each query);
+* ``in-process, cached``: the server's own collection object (shared per-catalog-version caches), one
+  caller, no HTTP — the floor the server can reach;
+* ``HTTP, N clients``: the server in a separate process (uvicorn, one worker), N closed-loop clients with
+  keep-alive connections for `--seconds` each, on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HOST = "127.0.0.1"  # never anything else
+WORDS = ["dog", "beach", "car", "red flower", "mountain lake", "cat", "guitar", "pizza", "bird on a tree", "laptop"]
+
+
+def synthesize(db: Path, n: int, seed: int = 0) -> None:
+    """A collection of `n` images made of random vectors (see the module docstring)."""
+    from semsearch.collection import IMAGE_SPACE, LOGIT_SPACE, Collection
+
+    rng = np.random.default_rng(seed)
+    with Collection(db, writable=True) as c:
+        if c.store.count() >= n:
+            return
+        c._claim_model()
+        batch = 1000
+        for start in range(c.store.count(), n, batch):
+            m = min(batch, n - start)
+            features = rng.standard_normal((m, 1280)).astype(np.float32)
+            features /= np.linalg.norm(features, axis=1, keepdims=True)
+            logits = (rng.standard_normal((m, 1000)) * 2.5).astype(np.float32)
+            first = c.store.append_vectors({IMAGE_SPACE: features, LOGIT_SPACE: logits})
+            rows = [
+                (f"/synthetic/{start + i:06d}.jpg", 1000, 0, f"{start + i:064x}", None, first + i) for i in range(m)
+            ]
+            c.store.upsert(rows)
+        (getattr(c, "save_index", None) or c._save_index)()
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    a = np.asarray(samples) * 1000
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def time_calls(fn, args: list, repeat: int) -> list[float]:
+    out = []
+    for i in range(repeat):
+        t = time.perf_counter()
+        fn(args[i % len(args)])
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_server(db: Path, port: int) -> subprocess.Popen:
+    code = (
+        "import uvicorn; from semsearch.server.app import create_app; "
+        f"uvicorn.run(create_app({str(db)!r}), host={HOST!r}, port={port}, log_level='warning')"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=5)
+            conn.request("GET", "/api/health")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def load(port: int, urls: list[str], clients: int, seconds: float) -> tuple[list[float], int, float]:
+    """Closed-loop clients (one keep-alive connection each) for `seconds`: latencies, errors, wall time."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    start = time.monotonic()
+    end = start + seconds
+
+    def client(i: int) -> None:
+        rnd = random.Random(i)
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        while time.monotonic() < end:  # bounded by the clock
+            url = rnd.choice(urls)
+            t = time.perf_counter()
+            try:
+                conn.request("GET", url)
+                response = conn.getresponse()
+                body = response.read()
+                ok = response.status == 200 and body.startswith(b"[")
+            except OSError:
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+            latencies[i].append(time.perf_counter() - t)
+            errors[i] += not ok
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [x for lat in latencies for x in lat], sum(errors), time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--db", type=Path, help="Reuse/keep the synthetic collection here (default: a temp dir).")
+    args = parser.parse_args()
+
+    tmp = None
+    if args.db is None:
+        tmp = tempfile.TemporaryDirectory(prefix="semsearch-bench-")
+        args.db = Path(tmp.name) / "db"
+    t = time.perf_counter()
+    synthesize(args.db, args.images)
+    print(f"synthetic collection: {args.images} images at {args.db} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
+
+    from semsearch.collection import Collection
+    from semsearch.server.app import Served
+
+    rng = random.Random(0)
+    with Collection(args.db) as c:
+        ids = sorted(r.id for r in c.store.records().values())
+    sample_ids = rng.sample(ids, 50)
+    rows: list[tuple[str, str, int, float, float, float, int]] = []
+
+    # Baselines in this process.
+    with Collection(args.db) as plain:
+        for kind, fn, qs in (("text", plain.search, WORDS), ("image", lambda i: plain.similar(i, k=10), sample_ids)):
+            fn(qs[0]) if kind == "image" else fn(qs[0], k=10)
+            call = (lambda q: fn(q, k=10)) if kind == "text" else fn
+            lat = time_calls(call, qs, 20)
+            p50, p99 = percentiles(lat)
+            rows.append((kind, "direct Collection (CLI path)", 1, len(lat) / sum(lat), p50, p99, 0))
+    served = Served(args.db)
+    with served.collection() as cached:
+        for kind, call, qs in (
+            ("text", lambda q: cached.search(q, k=10), WORDS),
+            ("image", lambda i: cached.similar(i, k=10), sample_ids),
+        ):
+            call(qs[0])
+            lat = time_calls(call, qs, 300)
+            p50, p99 = percentiles(lat)
+            rows.append((kind, "in-process, cached (server's Collection)", 1, len(lat) / sum(lat), p50, p99, 0))
+    served.close()
+
+    port = free_port()
+    server = start_server(args.db, port)
+    try:
+        text_urls = [f"/api/search?q={w.replace(' ', '+')}&k=10" for w in WORDS]
+        image_urls = [f"/api/similar/{i}?k=10" for i in sample_ids]
+        for kind, urls in (("text", text_urls), ("image", image_urls)):
+            load(port, urls[:2], 2, 1.0)  # warm: builds the cached tables once
+            lat, errors, wall = load(port, urls, args.clients, args.seconds)
+            p50, p99 = percentiles(lat)
+            rows.append((kind, f"HTTP, {args.clients} clients, {args.seconds:.0f} s", args.clients, len(lat) / wall, p50, p99, errors))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    print(f"\n{args.images} images, {os.cpu_count()} CPUs, loopback\n")
+    print(f"| query | how | clients | req/s | p50 ms | p99 ms | errors |")
+    print(f"|---|---|---:|---:|---:|---:|---:|")
+    for kind, how, clients, rps, p50, p99, errors in rows:
+        print(f"| {kind} | {how} | {clients} | {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |")
+    print(json.dumps([dict(zip(("query", "how", "clients", "rps", "p50_ms", "p99_ms", "errors"), r)) for r in rows]),
+          file=sys.stderr)
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

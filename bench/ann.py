@@ -249,8 +249,23 @@ def m_project(base, q, gt, args):
                    build_s=bt, recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
 
 
+def m_threshold(base, q, gt, args):
+    """Exact VectorIndex single-query speed against collection size (picks the ANN threshold)."""
+    from semsearch.index import VectorIndex
+
+    for n in (10_000, 25_000, 50_000, 100_000, 200_000):
+        if n > len(base):
+            break
+        ix = VectorIndex(base.shape[1], ann_threshold=10**12)
+        ix.add(np.arange(n), base[:n])
+        one = time_one(lambda v: ix.search(v[None], K), q, min(300, len(q)))
+        yield dict(method="exact@size", params=f"VectorIndex exact, n={n}", build_s=None,
+                   recall=None, one_qps=one, batch_qps=None, mem_mb=None)
+
+
 METHODS = {"exact": m_exact, "annoy": m_annoy, "hnswlib": m_hnswlib, "faiss": m_faiss,
-           "usearch": m_usearch, "scann": m_scann, "project": m_project}
+           "usearch": m_usearch, "scann": m_scann, "project": m_project,
+           "threshold": m_threshold}
 
 
 def fmt(v, spec):
@@ -267,7 +282,7 @@ def main(argv=None) -> int:
     n_base, n_q = (50_000, 1000) if args.quick else (None, 10_000)
     args.hnsw_grid = [(16, 100, [40, 80, 160])]
     args.usearch_grid = [(16, "f32", 128, [48, 96]), (32, "f32", 128, [48, 96])]
-    args.ivf_nlists = [2048]
+    args.ivf_nlists = [256] if args.quick else [1024, 4096]
     args.nprobes = [32, 64, 128]
     args.faiss_efs = [64, 128]
     args.scann_grid = [(60, 100), (100, 150)]

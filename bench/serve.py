@@ -151,7 +151,9 @@ def main() -> None:
     print(f"synthetic collection: {args.images} images at {args.db} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
 
     from semsearch.collection import Collection
-    from semsearch.server.app import Served
+    from semsearch.server.app import Served, _one_blas_thread
+
+    _one_blas_thread()  # same conditions as the server process for the in-process rows
 
     rng = random.Random(0)
     with Collection(args.db) as c:

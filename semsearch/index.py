@@ -30,8 +30,10 @@ from .errors import CollectionError
 
 __all__ = ["VectorIndex", "DEFAULT_ANN_THRESHOLD"]
 
-#: Live vectors above which the ANN backend takes over (see bench/ann.py and the
-#: ``threshold`` section of its output for the measurement behind it).
+#: Live vectors above which the ANN backend takes over.  ``python bench/ann.py --methods
+#: threshold`` prints exact single-query q/s against collection size: around 50k x 50-d a
+#: single exact query costs ~0.2-1 ms of BLAS + argpartition (and more for wider vectors),
+#: while the HNSW graph is built in seconds and answers in tens of microseconds.
 DEFAULT_ANN_THRESHOLD = 50_000
 
 _FORMAT_VERSION = 1

@@ -71,10 +71,8 @@ class WordVectors:
 
     @cached_property
     def _index(self) -> dict[str, int]:
-        table: dict[str, int] = {}
-        for i, word in enumerate(self.words):
-            table.setdefault(word, i)
-        return table
+        # Built in C by dict(zip(...)); iterating in reverse lets the first occurrence of a word win.
+        return dict(zip(reversed(self.words), range(len(self.words) - 1, -1, -1), strict=True))
 
     def index_of(self, word: str) -> int | None:
         """Row of a word (exact, then lower-cased), or None."""

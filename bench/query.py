@@ -1,8 +1,7 @@
 """End-to-end latency of CLI queries on a 10,000-image collection, process start included.
 
-The collection is synthetic (random unit features and logits written through the real Store, then indexed
-by the real Collection code) so the bench needs no 10k photos; query commands read only stored vectors,
-so their cost does not depend on what the pixels were. Baselines in the same run: a bare `python -c pass`
+The collection is synthetic (bench/synthetic.py: random vectors through the real Store and Collection).
+Baselines in the same run: a bare `python -c pass`
 and `python -c "import numpy"`.
 
     python bench/query.py [--images 10000] [--repeats 7]
@@ -18,29 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from semsearch.collection import Collection
-from semsearch.store import Store
-
-
-def synthetic_collection(db: Path, n: int, seed: int = 0) -> str:
-    """Write n random images' vectors into a collection at `db`; returns one indexed path."""
-    rng = np.random.default_rng(seed)
-    with Store(db, writable=True, create=True) as store:
-        store.set_meta(image_model="efficientnet-lite0", image_model_name="lite0")
-        for start in range(0, n, 1000):
-            count = min(1000, n - start)
-            features = np.abs(rng.normal(size=(count, 1280))).astype(np.float32)
-            features /= np.linalg.norm(features, axis=1, keepdims=True)
-            logits = rng.normal(scale=3, size=(count, 1000)).astype(np.float32)
-            first = store.append_vectors({"features": features, "logits": logits})
-            store.upsert(
-                (f"/photos/{start + i:06d}.jpg", 1, 1, f"{start + i:064x}", None, first + i) for i in range(count)
-            )
-    with Collection(db, writable=True) as collection:
-        collection.save_index()
-    return "/photos/000042.jpg"
+from synthetic import synthetic_collection
 
 
 def timed(command: list[str], repeats: int) -> tuple[float, float]:

@@ -2,10 +2,8 @@
 
     python bench/serve.py [--images 10000] [--clients 16] [--seconds 20] [--db DIR]
 
-The collection is *synthesized* (indexing 10,000 real photos would take far longer than the benchmark):
-random unit feature vectors (1280-d, like EfficientNet-Lite0) and random logits (1000 classes) are written
-through `semsearch.store.Store` (`append_vectors` + `upsert`) with made-up paths, then the saved index is
-built as `index` would. Queries never touch the photos, so search cost is the same as for real ones.
+The collection is synthetic (bench/synthetic.py: random vectors through the real Store and Collection,
+indexed as `index` would); queries never touch the photos, so search cost is the same as for real ones.
 
 Rows of the table:
 * ``direct Collection``: the same call in this process on a plain `Collection` (what the CLI does once
@@ -33,32 +31,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from synthetic import synthetic_collection
 
 HOST = "127.0.0.1"  # never anything else
 WORDS = ["dog", "beach", "car", "red flower", "mountain lake", "cat", "guitar", "pizza", "bird on a tree", "laptop"]
-
-
-def synthesize(db: Path, n: int, seed: int = 0) -> None:
-    """A collection of `n` images made of random vectors (see the module docstring)."""
-    from semsearch.collection import IMAGE_SPACE, LOGIT_SPACE, Collection
-
-    rng = np.random.default_rng(seed)
-    with Collection(db, writable=True) as c:
-        if c.store.count() >= n:
-            return
-        c._claim_model()
-        batch = 1000
-        for start in range(c.store.count(), n, batch):
-            m = min(batch, n - start)
-            features = rng.standard_normal((m, 1280)).astype(np.float32)
-            features /= np.linalg.norm(features, axis=1, keepdims=True)
-            logits = (rng.standard_normal((m, 1000)) * 2.5).astype(np.float32)
-            first = c.store.append_vectors({IMAGE_SPACE: features, LOGIT_SPACE: logits})
-            rows = [
-                (f"/synthetic/{start + i:06d}.jpg", 1000, 0, f"{start + i:064x}", None, first + i) for i in range(m)
-            ]
-            c.store.upsert(rows)
-        (getattr(c, "save_index", None) or c._save_index)()
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -147,7 +123,7 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="semsearch-bench-")
         args.db = Path(tmp.name) / "db"
     t = time.perf_counter()
-    synthesize(args.db, args.images)
+    synthetic_collection(args.db, args.images)
     print(f"synthetic collection: {args.images} images at {args.db} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
 
     from semsearch.collection import Collection

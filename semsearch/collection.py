@@ -252,9 +252,9 @@ class Collection:
         for space in (IMAGE_SPACE, JOINT_SPACE):
             path = self._index_path(space)
             path.parent.mkdir(exist_ok=True)
-            self._index(space).save(path)
+            self.vector_index(space).save(path)
 
-    def _index(self, space: str):  # noqa: ANN202 - VectorIndex
+    def vector_index(self, space: str):  # noqa: ANN202 - VectorIndex
         """The saved index of a space, reconciled with the catalog (a crash may have left it behind)."""
         from semsearch.index import VectorIndex
 
@@ -308,7 +308,7 @@ class Collection:
             raise EmptyQueryError("k must be at least 1")
         features, _, own = self.query_vector(image)
         if focus is None:
-            ids, scores = self._index(IMAGE_SPACE).search(features[None], k + 1)
+            ids, scores = self.vector_index(IMAGE_SPACE).search(features[None], k + 1)
             pairs = zip(ids[0].tolist(), scores[0].tolist(), strict=True)
         else:
             pairs = self._focus_search(features, focus, k + 1)
@@ -398,7 +398,7 @@ class Collection:
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         """Images nearest to a joint-space vector."""
-        ids, scores = self._index(JOINT_SPACE).search(vector[None], k)
+        ids, scores = self.vector_index(JOINT_SPACE).search(vector[None], k)
         return self._hits(((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:

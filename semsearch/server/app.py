@@ -61,16 +61,13 @@ Focus = Annotated[str | None, Query(max_length=100, description="An ImageNet cla
 
 
 class _ServedCollection(Collection):
-    """A `Collection` whose whole-collection tables (the nearest-neighbour index, the joint-space table of
-    every image) come from the shared per-epoch cache instead of being rebuilt on every query."""
+    """A `Collection` whose nearest-neighbour indexes come from the shared per-epoch cache instead of being
+    loaded on every query."""
 
     _epoch: _Epoch
 
-    def _index(self, space: str):  # noqa: ANN202 - VectorIndex
-        return self._epoch.cached(("index", space), lambda: _BatchedIndex(Collection._index(self, space)))
-
-    def joint_table(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._epoch.cached("joint_table", lambda: Collection.joint_table(self))
+    def vector_index(self, space: str):  # noqa: ANN202 - VectorIndex
+        return self._epoch.cached(("index", space), lambda: _BatchedIndex(Collection.vector_index(self, space)))
 
 
 class _Pending:

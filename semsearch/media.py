@@ -61,7 +61,7 @@ def load_image(source: Path | bytes, size: int, geometry: Geometry = DEFAULT_GEO
         found = re.search(r"\((\d+) pixels\)", str(exc))
         claimed = f"{int(found.group(1)) / 1e6:.0f} Mpx, " if found else ""
         raise DecodeError(f"image too large ({claimed}limit {MAX_PIXELS // 1_000_000} Mpx)") from None
-    except Exception as exc:  # noqa: BLE001 - PIL plugins raise many kinds on bad data
+    except Exception as exc:
         text = str(exc).lower()
         if "truncated" in text or "premature end" in text or isinstance(exc, EOFError):
             raise DecodeError("truncated image") from None
@@ -74,10 +74,7 @@ def _short(exc: BaseException) -> str:
 
 
 def _load(source: Path | bytes, size: int, geometry: Geometry) -> np.ndarray:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    else:
-        data = Path(source).read_bytes()
+    data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
     if not data:
         raise DecodeError("empty file")
     with Image.open(io.BytesIO(data)) as img:

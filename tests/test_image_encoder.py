@@ -125,8 +125,8 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
     for p, raw in bad.items():
         p.write_bytes(raw)
     missing = tmp_path / "missing.jpg"
-    order = paths[:2] + [tmp_path / "empty.jpg"] + paths[2:5] + [tmp_path / "text.png", missing] \
-        + paths[5:] + [tmp_path / "cut.jpg"]
+    order = [*paths[:2], tmp_path / "empty.jpg", *paths[2:5], tmp_path / "text.png", missing,
+             *paths[5:], tmp_path / "cut.jpg"]
 
     results = list(encode_paths(order, encoder, batch_size=3))
     seen: list[Path] = []
@@ -145,7 +145,8 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
     assert skipped == {tmp_path / "empty.jpg": "empty file", tmp_path / "text.png": "not an image",
                        missing: "file not found", tmp_path / "cut.jpg": "truncated image"}
     # the features belong to their paths: good0 (chelsea) is a cat, good1 (coffee) is espresso/cup
-    by_path = {p: l for r in results if isinstance(r, EncodedBatch) for p, l in zip(r.paths, r.logits)}
+    batches = [r for r in results if isinstance(r, EncodedBatch)]
+    by_path = {p: row for r in batches for p, row in zip(r.paths, r.logits, strict=True)}
     assert 281 <= by_path[paths[0]].argmax() <= 285
     assert by_path[paths[1]].argmax() in (967, 968)
     assert list(encode_paths([], encoder)) == []

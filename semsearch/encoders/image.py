@@ -123,11 +123,11 @@ def _normalise(features: np.ndarray) -> np.ndarray:
 @cache
 def _torch_model(name: str):
     """The untouched pretrained model in eval mode (ReLU6 kept: set_swish is never called)."""
-    import torch
-    from efficientnet_lite_pytorch import EfficientNet
-
     import contextlib
     import io
+
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
 
     spec = _spec(name)
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
@@ -200,7 +200,9 @@ def check_photos(size: int) -> np.ndarray:
     return np.stack([load_image(folder / n, size) for n in names if (folder / n).exists()])
 
 
-def compare_outputs(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+def compare_outputs(
+    ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray]
+) -> dict[str, float]:
     """Agreement stats between two (features, logits) results: min cosine of features, top-1 agreement."""
     fa, la = ref
     fb, lb = got
@@ -229,7 +231,7 @@ def _ort_session(path: Path, threads: int):
     opts.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - a corrupt cache file
+    except Exception as exc:
         raise ModelError(f"cannot load ONNX export {path}: {exc}") from None
 
 
@@ -263,7 +265,7 @@ def prepare(name: str = "lite0", threads: int = DEFAULT_THREADS, force: bool = F
         stats = compare_outputs(ref, got)  # type: ignore[arg-type]
         meta["check"] = stats
         onnx_ok = stats["min_cosine"] >= MIN_FEATURE_COSINE and stats["top1_agree"] == 1.0
-    except Exception as exc:  # noqa: BLE001 - export failures fall back to torch
+    except Exception as exc:
         meta["check"] = {"error": str(exc)[:200]}
     if not onnx_ok:
         paths["onnx"].unlink(missing_ok=True)
@@ -341,7 +343,9 @@ def _cached_encoder(name: str, runtime: str, threads: int) -> ImageEncoder:
     return ImageEncoder(name, runtime, threads)  # type: ignore[arg-type]
 
 
-def load_encoder(name: str = "lite0", runtime: Runtime = "auto", threads: int = DEFAULT_THREADS) -> ImageEncoder:
+def load_encoder(
+    name: str = "lite0", runtime: Runtime = "auto", threads: int = DEFAULT_THREADS
+) -> ImageEncoder:
     """The encoder for `name` ("lite0" default, "lite2"), shared per process."""
     return _cached_encoder(name, runtime, threads)
 

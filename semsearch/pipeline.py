@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch.encoders.image import ImageEncoder, load_encoder
+from semsearch.encoders.image import ImageEncoder
 from semsearch.errors import DecodeError
 from semsearch.media import load_image
 
@@ -59,16 +59,14 @@ def encode_paths(
     Batches come in input order; a `Skipped` is yielded as soon as its decode fails, ahead of the
     batches around it. `encode_workers` batches are inferred at once (default: cores divided by the
     encoder's threads, so a 1-thread encoder runs one batch per core; ORT sessions are thread-safe).
+    On 2 cores, one 2-thread run and two 1-thread runs measured within noise of each other
+    (bench/embed.py), so the default encoder (2 threads) runs one batch at a time.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     size = encoder.input_size
     threads = decode_threads or default_decode_threads()
     cores = os.cpu_count() or 1
-    if encode_workers is None and cores > 1 and encoder.runtime == "onnx" and encoder.threads > 1:
-        # One single-threaded ORT run per core beat one run on all cores (+10% measured on 2 cores,
-        # bench/embed.py): no intra-op synchronisation, and decode threads fill the gaps.
-        encoder = load_encoder(encoder.name, "onnx", threads=1)
     workers = encode_workers or max(1, cores // max(1, encoder.threads))
     window = max(1, lookahead) * batch_size
     pending: deque[tuple[Path, Future]] = deque()

@@ -150,3 +150,9 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
     assert 281 <= by_path[paths[0]].argmax() <= 285
     assert by_path[paths[1]].argmax() in (967, 968)
     assert list(encode_paths([], encoder)) == []
+    # two batches inferred at once: same batches, same order, same numbers
+    again = list(encode_paths(order, encoder, batch_size=3, encode_workers=2))
+    assert [r.paths if isinstance(r, EncodedBatch) else r for r in again] == \
+        [r.paths if isinstance(r, EncodedBatch) else r for r in results]
+    for a, b in zip([r for r in again if isinstance(r, EncodedBatch)], batches, strict=True):
+        np.testing.assert_allclose(a.features, b.features, atol=1e-5)

@@ -74,6 +74,8 @@ def embed_folder(folder: Path, progress: Callable[[int, int], None] | None = Non
         keep = [i for i, p in enumerate(snap.paths) if p.startswith(prefix)]
         paths = [snap.paths[i] for i in keep]
         labels = [_label_of(p, folder) for p in paths]
+        if not paths:
+            raise TrainingError(f"no images in {folder} (expected one sub-folder of photos per class)")
         return Embedded(
             features=np.array(snap.vectors[IMAGE_SPACE][keep], dtype=np.float32),
             logits=np.array(snap.vectors[LOGIT_SPACE][keep], dtype=np.float32),

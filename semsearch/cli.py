@@ -242,6 +242,52 @@ def serve(
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
+@app.command()
+def train(
+    source: Annotated[Path, typer.Argument(help="A folder with one sub-folder per class, or a captions TSV.")],
+    out: Annotated[Path, typer.Option("--out", help="Model file to write (e.g. model.npz).")],
+    text_model: Annotated[str, typer.Option(help="Text space: glove or minilm.")] = "glove",
+    loss: Annotated[str, typer.Option(help="cosine (DeViSE) or infonce (contrastive).")] = "cosine",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation split and the weights.")] = 0,
+    classes_from_half: Annotated[
+        str | None, typer.Option(help="Train on the first or second half of the sorted class folders.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit a small head from image features to text vectors (DeViSE-style) and save it to --out."""
+    from semsearch.train import train as run_train
+
+    log = None if as_json else (lambda msg: typer.echo(msg, err=True))
+    with progress_bar("embedding", enabled=not as_json) as update:
+        report = run_train(source, out, text_model=text_model, loss=loss, epochs=epochs, seed=seed,
+                           classes_from_half=classes_from_half, log=log, progress=update)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        typer.echo(f"saved {report.out}: {report.images} images, best epoch {report.best_epoch}, "
+                   f"{report.seconds:.1f}s training")
+
+
+@app.command(name="eval")
+def eval_(
+    folder: Annotated[Path, typer.Argument(help="A folder with one sub-folder of photos per class.")],
+    joint: Annotated[Path | None, typer.Option(help="A model from `semsearch train` (default: ConSE).")] = None,
+    text_model: Annotated[str, typer.Option(help="Text space without --joint: glove or minilm.")] = "glove",
+    as_json: JsonOption = False,
+) -> None:
+    """Precision@10 (image→image, class name→image), tag hit rate; held-out classes for a trained model."""
+    from semsearch.evaluate import evaluate_folder
+
+    with progress_bar("embedding", enabled=not as_json) as update:
+        result = evaluate_folder(folder, text_model=text_model, joint_model=joint, progress=update)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    rows = [{"metric": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]
+    emit_rows(rows, False, title=f"eval {folder}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
     try:

@@ -29,7 +29,7 @@ from semsearch.errors import SemsearchError
 HIDDEN = 512
 DROPOUT = 0.3
 TEMPERATURE = 0.05
-CONSE_WEIGHT = 0.5  # weight of the zero-training ConSE vector blended into the head's output
+CONSE_WEIGHT = 1.0  # weight of the zero-training ConSE vector blended into the head's output
 LOSSES = ("cosine", "infonce")
 
 Log = Callable[[str], None]

@@ -29,7 +29,7 @@ def caltech_vectors(caltech_collection):
         return np.array(snap.vectors["features"]), np.array(snap.vectors["logits"]), labels
 
 
-def _train_head(features, logits, labels, classes, space, tmp_path, epochs=30, conse_weight=0.5):
+def _train_head(features, logits, labels, classes, space, tmp_path, epochs=30, conse_weight=1.0):
     """What `semsearch train` does after embedding, on a subset of classes; returns the reloaded head."""
     from semsearch.encoders.head import JointHead, save_head
     from semsearch.encoders.joint import class_vectors

@@ -1,7 +1,7 @@
 """The `semsearch` command line: a thin edge over `Collection`; it parses, calls, and presents.
 
-Heavy modules (torch, onnxruntime, the word table) are imported inside the commands that need them, so a
-query on an indexed collection starts fast.
+Heavy modules (torch, onnxruntime, the word table) are imported inside the commands that need them, and the
+CLI is plain click (no pydantic), so a query on an indexed collection starts fast.
 """
 
 from __future__ import annotations
@@ -11,23 +11,28 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
 from semsearch.errors import SemsearchError
 from semsearch.paths import default_db
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Semantic search for photo collections and words.",
-    pretty_exceptions_enable=False,
-)
 
-DbOption = Annotated[Path | None, typer.Option("--db", help="Collection directory (default: per-user location).")]
-KOption = Annotated[int, typer.Option("-k", "--top", min=1, help="Number of results.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def app() -> None:
+    """Semantic search for photo collections and words."""
+
+
+db_option = click.option(
+    "--db", type=click.Path(path_type=Path), help="Collection directory (default: per-user location)."
+)
+k_option = click.option(
+    "-k", "--top", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of results."
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document and nothing else."
+)
 
 
 def _db(db: Path | None) -> Path:
@@ -77,15 +82,24 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], Non
 
 
 @app.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@db_option
+@click.option(
+    "--model",
+    type=click.Choice(["lite0", "lite2"]),
+    default="lite0",
+    show_default=True,
+    help="Image model: lite0 (fast) or lite2 (more accurate).",
+)
+@click.option(
+    "--joint",
+    type=click.Path(path_type=Path),
+    help="A model from `semsearch train` for word search and tags.",
+)
+@click.option("--text-model", type=click.Choice(["glove", "minilm"]), help="Text space without --joint.")
+@json_option
 def index(
-    folder: Annotated[Path, typer.Argument(help="Folder of photos, scanned recursively.")],
-    db: DbOption = None,
-    model: Annotated[str, typer.Option(help="Image model: lite0 (fast) or lite2 (more accurate).")] = "lite0",
-    joint: Annotated[
-        Path | None, typer.Option(help="A model from `semsearch train` for word search and tags.")
-    ] = None,
-    text_model: Annotated[str | None, typer.Option(help="Text space without --joint: glove or minilm.")] = None,
-    as_json: JsonOption = False,
+    folder: Path, db: Path | None, model: str, joint: Path | None, text_model: str | None, as_json: bool
 ) -> None:
     """Embed every image under FOLDER into the collection; only new or changed files are embedded."""
     from semsearch.collection import Collection
@@ -98,24 +112,21 @@ def index(
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
         return
-    typer.echo(
+    click.echo(
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
         f"removed {report.removed}, skipped {report.skipped}"
     )
     for path, reason in report.skipped_files:
-        typer.echo(f"  skipped {path}: {reason}")
+        click.echo(f"  skipped {path}: {reason}")
 
 
 @app.command()
-def similar(
-    image: Annotated[str, typer.Argument(help="An indexed photo or any image file.")],
-    db: DbOption = None,
-    k: KOption = 10,
-    focus: Annotated[
-        str | None, typer.Option(help="Focus on one ImageNet class: a name such as 'Siamese cat' or 0-999.")
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
+@click.argument("image")
+@db_option
+@k_option
+@click.option("--focus", help="Focus on one ImageNet class: a name such as 'Siamese cat' or 0-999.")
+@json_option
+def similar(image: str, db: Path | None, k: int, focus: str | None, as_json: bool) -> None:
     """Images most similar to IMAGE (cosine distance of CNN features)."""
     from semsearch.collection import Collection
 
@@ -125,19 +136,20 @@ def similar(
 
 
 @app.command()
-def words(
-    query: Annotated[list[str], typer.Argument(help="One or more words; several words search their mean.")],
-    k: KOption = 10,
-    glove: Annotated[Path | None, typer.Option(help="A GloVe text file to use instead of GloVe 6B 50-d.")] = None,
-    as_json: JsonOption = False,
-) -> None:
+@click.argument("query", nargs=-1, required=True)
+@k_option
+@click.option(
+    "--glove", type=click.Path(path_type=Path), help="A GloVe text file to use instead of GloVe 6B 50-d."
+)
+@json_option
+def words(query: tuple[str, ...], k: int, glove: Path | None, as_json: bool) -> None:
     """Words nearest to WORD (GloVe word vectors)."""
     from semsearch.encoders.words import load_words
 
     table = load_words(glove)
     vector, unknown = table.phrase(" ".join(query))
     if unknown:
-        typer.echo(f"note: not in the vocabulary: {', '.join(unknown)}", err=True)
+        click.echo(f"note: not in the vocabulary: {', '.join(unknown)}", err=True)
     asked = {w.lower() for w in query}
     rows = [
         {"rank": rank, "word": word, "score": score}
@@ -147,12 +159,11 @@ def words(
 
 
 @app.command()
-def search(
-    query: Annotated[str, typer.Argument(help='Words, a phrase, or a mixed query: "cat + ./photo.jpg - grass".')],
-    db: DbOption = None,
-    k: KOption = 10,
-    as_json: JsonOption = False,
-) -> None:
+@click.argument("query")
+@db_option
+@k_option
+@json_option
+def search(query: str, db: Path | None, k: int, as_json: bool) -> None:
     """Images that match words or a phrase (the joint image-word space); terms can be added or subtracted."""
     from semsearch.collection import Collection
 
@@ -160,17 +171,16 @@ def search(
         vector, notes = collection.encode_query(query)
         hits = collection.search_vector(vector, k)
     for note in notes:
-        typer.echo(f"note: {note}", err=True)
+        click.echo(f"note: {note}", err=True)
     emit_rows([h.to_dict() for h in hits], as_json, title=f"images for {query!r}")
 
 
 @app.command()
-def tags(
-    image: Annotated[str, typer.Argument(help="An indexed photo or any image file.")],
-    db: DbOption = None,
-    k: KOption = 10,
-    as_json: JsonOption = False,
-) -> None:
+@click.argument("image")
+@db_option
+@k_option
+@json_option
+def tags(image: str, db: Path | None, k: int, as_json: bool) -> None:
     """Words that describe IMAGE."""
     from semsearch.collection import Collection
 
@@ -181,10 +191,9 @@ def tags(
 
 
 @app.command()
-def demo(
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@db_option
+@json_option
+def demo(db: Path | None, as_json: bool) -> None:
     """Index the sample photos that ship inside installed packages and run a few searches."""
     from semsearch.collection import Collection
     from semsearch.demo import demo_photos
@@ -212,23 +221,29 @@ def demo(
     if as_json:
         sys.stdout.write(json.dumps(sections) + "\n")
         return
-    typer.echo(f"demo collection: {root} ({report.added + report.unchanged} photos from {photos})")
+    click.echo(f"demo collection: {root} ({report.added + report.unchanged} photos from {photos})")
     for title, rows in sections.items():
         if isinstance(rows, list):
             emit_rows(rows, False, title=title)
-    typer.echo(f"try: semsearch similar {photos / 'rocket.jpg'} --db {root}")
+    click.echo(f"try: semsearch similar {photos / 'rocket.jpg'} --db {root}")
 
 
 @app.command()
-def serve(
-    db: DbOption = None,
-    host: Annotated[str, typer.Option(help="Address to bind; only loopback unless you mean to share it.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
-    token: Annotated[
-        str | None, typer.Option(help="Require 'Authorization: Bearer TOKEN' on every API call (page: /?token=TOKEN).")
-    ] = None,
-    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload, in MiB.")] = 20,
-) -> None:
+@db_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; loopback unless you mean to share.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option(
+    "--token", help="Require 'Authorization: Bearer TOKEN' on every API call (page: /?token=TOKEN)."
+)
+@click.option(
+    "--max-upload-mb", type=click.IntRange(min=1), default=20, show_default=True, help="Largest upload, MiB."
+)
+def serve(db: Path | None, host: str, port: int, token: str | None, max_upload_mb: int) -> None:
     """A local web page and JSON API over the collection (search, similar images, tags, words, map)."""
     import uvicorn
 
@@ -236,46 +251,78 @@ def serve(
 
     web = create_app(_db(db), token=token, max_upload=max_upload_mb * 1024 * 1024)
     if not loopback(host) and not token:
-        typer.echo(f"warning: serving on {host} without --token: anyone who can reach it can browse", err=True)
+        click.echo(
+            f"warning: serving on {host} without --token: anyone who can reach it can browse", err=True
+        )
     shown = f"[{host}]" if ":" in host else host
-    typer.echo(f"semsearch: http://{shown}:{port}/" + (f"?token={token}" if token else ""), err=True)
+    click.echo(f"semsearch: http://{shown}:{port}/" + (f"?token={token}" if token else ""), err=True)
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
 @app.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Model file to write (e.g. model.npz)."
+)
+@click.option("--text-model", type=click.Choice(["glove", "minilm"]), default="glove", show_default=True)
+@click.option(
+    "--loss",
+    type=click.Choice(["cosine", "infonce"]),
+    default="cosine",
+    show_default=True,
+    help="cosine (DeViSE) or infonce (contrastive).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and the weights.")
+@click.option(
+    "--classes-from-half",
+    type=click.Choice(["first", "second"]),
+    help="Train on the first or second half of the sorted class folders.",
+)
+@json_option
 def train(
-    source: Annotated[Path, typer.Argument(help="A folder with one sub-folder per class, or a captions TSV.")],
-    out: Annotated[Path, typer.Option("--out", help="Model file to write (e.g. model.npz).")],
-    text_model: Annotated[str, typer.Option(help="Text space: glove or minilm.")] = "glove",
-    loss: Annotated[str, typer.Option(help="cosine (DeViSE) or infonce (contrastive).")] = "cosine",
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 50,
-    seed: Annotated[int, typer.Option(help="Seed of the train/validation split and the weights.")] = 0,
-    classes_from_half: Annotated[
-        str | None, typer.Option(help="Train on the first or second half of the sorted class folders.")
-    ] = None,
-    as_json: JsonOption = False,
+    source: Path,
+    out: Path,
+    text_model: str,
+    loss: str,
+    epochs: int,
+    seed: int,
+    classes_from_half: str | None,
+    as_json: bool,
 ) -> None:
     """Fit a small head from image features to text vectors (DeViSE-style) and save it to --out."""
     from semsearch.train import train as run_train
 
-    log = None if as_json else (lambda msg: typer.echo(msg, err=True))
+    log = None if as_json else (lambda msg: click.echo(msg, err=True))
     with progress_bar("embedding", enabled=not as_json) as update:
-        report = run_train(source, out, text_model=text_model, loss=loss, epochs=epochs, seed=seed,
-                           classes_from_half=classes_from_half, log=log, progress=update)
+        report = run_train(
+            source,
+            out,
+            text_model=text_model,
+            loss=loss,
+            epochs=epochs,
+            seed=seed,
+            classes_from_half=classes_from_half,
+            log=log,
+            progress=update,
+        )
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
     else:
-        typer.echo(f"saved {report.out}: {report.images} images, best epoch {report.best_epoch}, "
-                   f"{report.seconds:.1f}s training")
+        click.echo(
+            f"saved {report.out}: {report.images} images, best epoch {report.best_epoch}, "
+            f"{report.seconds:.1f}s training"
+        )
 
 
 @app.command(name="eval")
-def eval_(
-    folder: Annotated[Path, typer.Argument(help="A folder with one sub-folder of photos per class.")],
-    joint: Annotated[Path | None, typer.Option(help="A model from `semsearch train` (default: ConSE).")] = None,
-    text_model: Annotated[str, typer.Option(help="Text space without --joint: glove or minilm.")] = "glove",
-    as_json: JsonOption = False,
-) -> None:
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--joint", type=click.Path(path_type=Path), help="A model from `semsearch train` (default: ConSE)."
+)
+@click.option("--text-model", type=click.Choice(["glove", "minilm"]), default="glove", show_default=True)
+@json_option
+def eval_(folder: Path, joint: Path | None, text_model: str, as_json: bool) -> None:
     """Precision@10 (image→image, class name→image), tag hit rate; held-out classes for a trained model."""
     from semsearch.evaluate import evaluate_folder
 
@@ -291,22 +338,16 @@ def eval_(
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        app.main(args=argv, prog_name="semsearch", standalone_mode=False)
     except SemsearchError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("aborted", err=True)
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

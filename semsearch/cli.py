@@ -144,6 +144,7 @@ def similar(image: str, db: Path | None, k: int, focus: str | None, as_json: boo
 @json_option
 def words(query: tuple[str, ...], k: int, glove: Path | None, as_json: bool) -> None:
     """Words nearest to WORD (GloVe word vectors)."""
+    from semsearch.collection import word_rows
     from semsearch.encoders.words import load_words
 
     table = load_words(glove)
@@ -151,10 +152,7 @@ def words(query: tuple[str, ...], k: int, glove: Path | None, as_json: bool) -> 
     if unknown:
         click.echo(f"note: not in the vocabulary: {', '.join(unknown)}", err=True)
     asked = {w.lower() for w in query}
-    rows = [
-        {"rank": rank, "word": word, "score": score}
-        for rank, (word, score) in enumerate(table.nearest(vector, k, exclude=asked), start=1)
-    ]
+    rows = word_rows(table.nearest(vector, k, exclude=asked))
     emit_rows(rows, as_json, title=f"words like {' '.join(query)}")
 
 
@@ -182,11 +180,11 @@ def search(query: str, db: Path | None, k: int, as_json: bool) -> None:
 @json_option
 def tags(image: str, db: Path | None, k: int, as_json: bool) -> None:
     """Words that describe IMAGE."""
-    from semsearch.collection import Collection
+    from semsearch.collection import Collection, word_rows
 
     with Collection(_db(db)) as collection:
         found = collection.tags(image, k)
-    rows = [{"rank": r, "word": w, "score": s} for r, (w, s) in enumerate(found, start=1)]
+    rows = word_rows(found)
     emit_rows(rows, as_json, title=f"tags of {image}")
 
 
@@ -195,7 +193,7 @@ def tags(image: str, db: Path | None, k: int, as_json: bool) -> None:
 @json_option
 def demo(db: Path | None, as_json: bool) -> None:
     """Index the sample photos that ship inside installed packages and run a few searches."""
-    from semsearch.collection import Collection
+    from semsearch.collection import Collection, word_rows
     from semsearch.demo import demo_photos
 
     photos = demo_photos()
@@ -203,21 +201,23 @@ def demo(db: Path | None, as_json: bool) -> None:
     with Collection(root, writable=True) as collection:
         with progress_bar("embedding", enabled=not as_json) as update:
             report = collection.sync(photos, progress=update)
-        cat = str(photos / "chelsea.jpg")
-        sections = {
+        both = str(photos / "cat-and-coffee.jpg")
+        sections: dict[str, Any] = {
             "index": report.to_dict(),
-            "similar to chelsea.jpg": [h.to_dict() for h in collection.similar(cat, k=3)],
-            "similar to chelsea.jpg, focus 'espresso'": [
-                h.to_dict() for h in collection.similar(cat, k=3, focus="espresso")
+            "similar to chelsea.jpg": [h.to_dict() for h in collection.similar(str(photos / "chelsea.jpg"), k=3)],
+            "similar to cat-and-coffee.jpg, focus 'tabby cat'": [
+                h.to_dict() for h in collection.similar(both, k=3, focus="tabby cat")
             ],
+            "similar to cat-and-coffee.jpg, focus 'espresso'": [
+                h.to_dict() for h in collection.similar(both, k=3, focus="espresso")
+            ],
+            "search 'a cup of coffee'": [h.to_dict() for h in collection.search("a cup of coffee", k=3)],
+            "tags of rocket.jpg": word_rows(collection.tags(str(photos / "rocket.jpg"), k=5)),
         }
     from semsearch.encoders.words import load_words
 
     table = load_words()
-    sections["words like 'cat'"] = [
-        {"rank": r, "word": w, "score": s}
-        for r, (w, s) in enumerate(table.nearest(table.vector("cat"), 5, exclude={"cat"}), start=1)
-    ]
+    sections["words like 'cat'"] = word_rows(table.nearest(table.vector("cat"), 5, exclude={"cat"}))
     if as_json:
         sys.stdout.write(json.dumps(sections) + "\n")
         return

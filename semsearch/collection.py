@@ -40,6 +40,11 @@ class Hit:
         return {"rank": self.rank, "id": self.id, "path": self.path, "score": round(self.score, 6)}
 
 
+def word_rows(pairs: list[tuple[str, float]]) -> list[dict[str, object]]:
+    """Ranked (word, score) pairs as result rows, the word-side twin of `Hit.to_dict`."""
+    return [{"rank": r, "word": w, "score": round(float(s), 6)} for r, (w, s) in enumerate(pairs, start=1)]
+
+
 @dataclass
 class IndexReport:
     """What one `index` run did."""

@@ -29,6 +29,12 @@ _SKIMAGE_PHOTOS = {
 }
 
 
+def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two photos in one frame: the scene that shows what a focus class does."""
+    height = min(left.shape[0], right.shape[0])
+    return np.hstack([left[:height, : left.shape[1]], right[:height, : right.shape[1]]])
+
+
 def demo_photos(target: Path | None = None) -> Path:
     """Write the sample photos once into `target` (default: the cache) and return that folder."""
     from PIL import Image
@@ -44,6 +50,7 @@ def demo_photos(target: Path | None = None) -> Path:
     samples = load_sample_images()
     for filename, pixels in zip(samples.filenames, samples.images, strict=True):
         photos[Path(filename).stem] = (pixels, "jpg")
+    photos["cat-and-coffee"] = (_side_by_side(photos["chelsea"][0], photos["coffee"][0]), "jpg")
     for name, (pixels, fmt) in photos.items():
         path = folder / f"{name}.{fmt}"
         if path.exists():

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from semsearch.classes import class_synonyms
-from semsearch.encoders.words import WordVectors, tokenize
+from semsearch.encoders.words import WordVectors, stop_words, tokenize
 from semsearch.paths import cache_dir
 
 TOP_T = 10
@@ -179,12 +179,6 @@ class ConSE:
 
 
 # ---------------------------------------------------------------- tags
-
-
-@cache
-def stop_words() -> frozenset[str]:
-    text = resources.files("semsearch.data").joinpath("stopwords.txt").read_text("utf-8")
-    return frozenset(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
 
 
 def _good_tag(word: str, stops: frozenset[str]) -> bool:

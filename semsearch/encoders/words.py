@@ -13,7 +13,8 @@ import os
 import re
 import shutil
 import tempfile
-from functools import cached_property
+from functools import cache, cached_property
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,20 @@ from semsearch.errors import EmptyQueryError, ModelError, UnknownWordError
 from semsearch.paths import cache_dir
 
 PACKAGED_IDENTITY = "glove-6b-50d"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: vectors post-processed (all-but-the-top)
 _TOKEN = re.compile(r"[^\W\d_]+")  # runs of letters (any script); digits, '_', punctuation split
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased runs of letters: 'Dining_table 2x' → ['dining', 'table', 'x']."""
     return _TOKEN.findall(text.lower())
+
+
+@cache
+def stop_words() -> frozenset[str]:
+    """English stop words (and other never-useful tags), from the project's own list."""
+    text = resources.files("semsearch.data").joinpath("stopwords.txt").read_text("utf-8")
+    return frozenset(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
 
 
 def _unknown_error(words: list[str]) -> UnknownWordError:
@@ -92,10 +100,16 @@ class WordVectors:
         return np.array(self.vectors[i], dtype=np.float32)
 
     def phrase(self, text: str) -> tuple[np.ndarray, list[str]]:
-        """Normalised mean of the known words' vectors, and the unknown words (in order, no repeats)."""
+        """Normalised mean of the known words' vectors, and the unknown words (in order, no repeats).
+
+        Stop words are left out when the phrase has other words: in a mean of GloVe vectors, "a" and "of"
+        would otherwise pull "a cup of coffee" towards every text-heavy thing.
+        """
         tokens = tokenize(text)
         if not tokens:
             raise EmptyQueryError("the query has no words to search for")
+        stops = stop_words()
+        tokens = [t for t in tokens if t.lower() not in stops] or tokens
         rows, unknown = [], []
         for token in tokens:
             i = self.index_of(token)
@@ -138,6 +152,25 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return (v / np.where(n > 0, n, 1)).astype(np.float32)
+
+
+def all_but_the_top(vectors: np.ndarray, directions: int = 3, frequent: int = 50_000) -> np.ndarray:
+    """Remove the common mean and top principal directions, then L2-normalise (Mu & Viswanath, 2018).
+
+    Raw GloVe vectors share a few dominant directions, so unrelated nouns look alike and a mean of class
+    names drifts towards them. Measured with ConSE on caltech-dev: class-name → image precision@10 goes
+    from 0.703 to 0.750 with 3 directions removed; nearest words stay the same. The statistics come from
+    the `frequent` most common words (GloVe files are ordered by frequency); tables too small or too narrow
+    for such statistics (under 1,000 words or 32 dims) are only normalised.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape[0] < 1000 or vectors.shape[1] < 32:
+        return _normalise(vectors)
+    sample = vectors[:frequent]
+    mean = sample.mean(axis=0)
+    top = np.linalg.svd(sample - mean, full_matrices=False)[2][:directions]
+    centred = vectors - mean
+    return _normalise(centred - (centred @ top.T) @ top)
 
 
 # ---------------------------------------------------------------- binary cache
@@ -202,7 +235,7 @@ def _load_packaged() -> WordVectors:
     import pyarrow.parquet as pq
 
     words = [str(w) for w in pq.read_table(index).column(0).to_pylist()]
-    vectors = _normalise(np.load(emb))
+    vectors = all_but_the_top(np.load(emb))
     _write_cache(target, PACKAGED_IDENTITY, words, vectors, source=str(root))
     return _read_cache(target) or WordVectors(PACKAGED_IDENTITY, words, vectors)
 
@@ -270,8 +303,9 @@ def _load_text_file(path: Path) -> WordVectors:
         return cached
     words, vectors, sha = _parse_glove_text(path)
     identity = f"glove:{path.stem}:{vectors.shape[1]}:{sha[:12]}"
-    _write_cache(target, identity, words, _normalise(vectors), source=str(path.resolve()))
-    return _read_cache(target) or WordVectors(identity, words, _normalise(vectors))
+    vectors = all_but_the_top(vectors)
+    _write_cache(target, identity, words, vectors, source=str(path.resolve()))
+    return _read_cache(target) or WordVectors(identity, words, vectors)
 
 
 def cache_path_for(path: Path | None = None) -> Path:

@@ -41,7 +41,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from semsearch.collection import IMAGE_SPACE, Collection
+from semsearch.collection import IMAGE_SPACE, Collection, word_rows
 from semsearch.errors import CollectionError, DecodeError, SemsearchError
 from semsearch.media import SUPPORTED_SUFFIXES
 from semsearch.store import CATALOG, Record
@@ -256,10 +256,6 @@ def _record(collection: Collection, image_id: int) -> Record:
 
 def _rows(hits: list) -> list[dict[str, object]]:  # noqa: ANN001
     return [h.to_dict() for h in hits]
-
-
-def _word_rows(pairs: list[tuple[str, float]]) -> list[dict[str, object]]:
-    return [{"rank": r, "word": w, "score": round(float(s), 6)} for r, (w, s) in enumerate(pairs, start=1)]
 
 
 def _need(collection: Collection, method: str) -> Callable:
@@ -487,7 +483,7 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
         """Words describing an image (image → words). Rows: rank, word, score."""
         with served.collection() as c:
             _record(c, image_id)
-            return JSONResponse(_word_rows(_need(c, "tags")(image_id, k=k)))
+            return JSONResponse(word_rows(_need(c, "tags")(image_id, k=k)))
 
     @api.get("/images/{image_id}/thumb", tags=["images"], response_class=Response)
     def image_thumb(image_id: ImageId):
@@ -524,7 +520,7 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
 
         table = _words()
         vector, unknown = table.phrase(q)
-        rows = _word_rows(table.nearest(vector, k, exclude=set(tokenize(q))))
+        rows = word_rows(table.nearest(vector, k, exclude=set(tokenize(q))))
         headers = {"X-Unknown-Words": ",".join(unknown)} if unknown else None
         return JSONResponse(rows, headers=headers)
 

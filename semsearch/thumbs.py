@@ -8,13 +8,12 @@ folder, then ``os.replace``), so concurrent requests for the same thumbnail neve
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 from semsearch.errors import DecodeError
 from semsearch.media import MAX_PIXELS, SUPPORTED_FORMATS
+from semsearch.paths import write_atomically
 
 THUMBS_DIR = "thumbs"
 THUMB_SIZE = 256
@@ -62,15 +61,7 @@ def thumbnail(root: Path, image_id: int, sha256: str, source: Path) -> Path | by
         return target
     data = render_thumbnail(source)
     try:
-        target.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".webp", dir=target.parent)
+        write_atomically(target, lambda tmp: tmp.write_bytes(data))
     except OSError:  # read-only collection: serve without caching
-        return data
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
         return data
     return target

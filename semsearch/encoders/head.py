@@ -14,8 +14,6 @@ the file so loading needs neither torch nor the text model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 from semsearch.encoders.text import TextSpace
 from semsearch.encoders.text import load_text_space as _load_text_space
 from semsearch.errors import ModelError
+from semsearch.paths import write_atomically
 
 FORMAT = "semsearch-joint-head"
 VERSION = 1
@@ -51,16 +50,12 @@ def save_head(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     header = {"format": FORMAT, "version": VERSION, **meta}
     payload = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
     payload["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
             np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write)
 
 
 class JointHead:

@@ -9,8 +9,6 @@ and, on the ONNX path, never import torch.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -21,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from semsearch.errors import ModelError
-from semsearch.paths import cache_dir
+from semsearch.paths import cache_dir, write_atomically
 
 Runtime = Literal["auto", "onnx", "torch"]
 
@@ -86,18 +84,6 @@ def _cache_paths(spec: ModelSpec) -> dict[str, Path]:
         "fc_w": base / f"{key}.fc_weight.npy",
         "fc_b": base / f"{key}.fc_bias.npy",
     }
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def preprocess(pixels: np.ndarray) -> np.ndarray:
@@ -185,7 +171,7 @@ def _export_onnx(name: str, path: Path) -> None:
 
         onnx.checker.check_model(str(tmp))
 
-    _atomic_write(path, write)
+    write_atomically(path, write)
 
 
 def check_photos(size: int) -> np.ndarray:
@@ -277,7 +263,7 @@ def prepare(name: str = "lite0", threads: int = DEFAULT_THREADS, force: bool = F
         meta["images_per_s"] = {"onnx": round(onnx_rate, 1), "torch": round(torch_rate, 1)}
         meta["runtime"] = "onnx" if onnx_rate >= torch_rate else "torch"
     _save_classifier(name, paths)
-    _atomic_write(paths["meta"], lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    write_atomically(paths["meta"], lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return meta
 
 
@@ -356,8 +342,8 @@ def _save_classifier(name: str, paths: dict[str, Path]) -> None:
     state = torch.load(_weights_path(_spec(name)), map_location="cpu", weights_only=True)
     weight = state["_fc.weight"].numpy().astype(np.float32)
     bias = state["_fc.bias"].numpy().astype(np.float32)
-    _atomic_write(paths["fc_b"], lambda tmp: _save_npy(tmp, bias))
-    _atomic_write(paths["fc_w"], lambda tmp: _save_npy(tmp, weight))
+    write_atomically(paths["fc_b"], lambda tmp: _save_npy(tmp, bias))
+    write_atomically(paths["fc_w"], lambda tmp: _save_npy(tmp, weight))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -11,17 +11,14 @@ so tags stay grounded in what the classifier saw rather than drifting to rare ne
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from semsearch.classes import class_synonyms
 from semsearch.encoders.words import WordVectors, stop_words, tokenize
-from semsearch.paths import cache_dir
+from semsearch.paths import cache_dir, write_atomically
 
 TOP_T = 10
 TAG_VOCAB_SIZE = 40000  # most frequent GloVe words considered as tags (GloVe's file order is by frequency)
@@ -64,15 +61,12 @@ def _cached_array(name: str, build) -> np.ndarray:
     except (OSError, ValueError):
         pass
     array = np.ascontiguousarray(build(), dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a path
             np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write)
     return array
 
 

@@ -109,12 +109,32 @@ def row_pipeline(paths: list[Path], threads: int = 2) -> Clock:
     return clock
 
 
+def row_index(paths: list[Path]) -> Clock:
+    """`semsearch index` end to end (scan, hash, decode, encode, store, index) into a new collection."""
+    import tempfile
+
+    from semsearch.collection import Collection
+    from semsearch.encoders.image import load_encoder
+
+    load_encoder("lite0").encode(np.zeros((32, 224, 224, 3), np.uint8))  # warm-up, as in row_encode
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        for p in paths:  # links keep the photos where they are, so the bench indexes exactly `paths`
+            (folder / f"{p.parent.name}-{p.name}").symlink_to(p)
+        with Clock() as clock, Collection(Path(tmp) / "db", writable=True) as collection:
+            report = collection.sync(folder)
+    assert report.added == len(paths), report
+    return clock
+
+
 ROWS: list[tuple[str, Callable[[list[Path]], Clock]]] = [
     ("baseline: PIL + torch eager lite0, b32", row_baseline),
     ("decode only (load_image, 1 thread)", row_decode),
     ("encode only (chosen runtime, b32)", row_encode),
     ("encode_paths end to end (default)", row_pipeline),
     ("encode_paths, 2 x 1-thread ORT runs", lambda paths: row_pipeline(paths, threads=1)),
+    ("semsearch index (+ hash, store, index)", row_index),
 ]
 
 

@@ -111,7 +111,8 @@ def evaluate_folder(
     progress=None,  # noqa: ANN001
 ) -> dict[str, object]:
     """Embed (cached) a labelled folder and evaluate ConSE or a trained head on it."""
-    from semsearch.encoders.head import JointHead, load_text_space
+    from semsearch.encoders.head import JointHead
+    from semsearch.encoders.text import load_text_space
     from semsearch.encoders.joint import ConSE, tags, top_probabilities
     from semsearch.encoders.words import tokenize
     from semsearch.errors import SemsearchError

@@ -300,7 +300,8 @@ def train(
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainReport:
     """Train a head from a labelled folder or a captions TSV and save it to `out` (atomically)."""
-    from semsearch.encoders.head import load_text_space, save_head
+    from semsearch.encoders.head import save_head
+    from semsearch.encoders.text import load_text_space
     from semsearch.encoders.joint import class_vectors
 
     source = Path(source).expanduser().absolute()

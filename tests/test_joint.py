@@ -48,7 +48,7 @@ def test_conse_vectors_are_normalised(conse):
     x = conse.embed(logits)
     assert x.shape == (5, 50) and x.dtype == np.float32
     assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
-    assert conse.identity == "conse-t10:glove-6b-50d" and conse.dim == 50
+    assert conse.identity == "conse-t10:glove-6b-50d+abtt3" and conse.dim == 50
 
 
 def test_confident_logits_give_the_class_vector(conse, glove):

@@ -16,7 +16,7 @@ def glove():
 
 
 def test_packaged_table_is_normalised(glove):
-    assert glove.identity == "glove-6b-50d"
+    assert glove.identity == "glove-6b-50d+abtt3"
     assert glove.dim == 50 and len(glove.words) == glove.vectors.shape[0] == 400000
     norms = np.linalg.norm(np.asarray(glove.vectors[:1000]), axis=1)
     assert np.allclose(norms, 1.0, atol=1e-5)

@@ -19,22 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch.encoders.text import TextSpace
-from semsearch.encoders.text import load_text_space as _load_text_space
 from semsearch.errors import ModelError
 from semsearch.paths import write_atomically
 
 FORMAT = "semsearch-joint-head"
 VERSION = 1
 _ARRAYS = ("w1", "b1", "bn_mean", "bn_var", "bn_gamma", "bn_beta", "w2", "b2")
-
-
-def load_text_space(name: str) -> TextSpace:
-    """'glove' → averaged GloVe words; 'minilm' → the MiniLM sentence encoder (ModelError if not installed)."""
-    key = name.lower()
-    if key not in ("glove", "words", "glove-6b-50d", "minilm", "minilm-l6-v2", "all-minilm-l6-v2"):
-        raise ModelError(f"unknown text model {name!r}: use 'glove' or 'minilm'")
-    return _load_text_space(key)
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:

@@ -100,6 +100,6 @@ def load_text_encoder(name: str = "minilm") -> SentenceEncoder:
 
 def load_text_space(name: str = "glove", glove_path=None) -> TextSpace:
     """'glove' → the word table (packaged, or `glove_path`); 'minilm' → the sentence encoder."""
-    if name.lower() in ("glove", "words", "glove-6b-50d"):
+    if name.lower().startswith("glove") or name.lower() == "words":  # a name or a stored identity
         return load_words(glove_path)
     return load_text_encoder(name)

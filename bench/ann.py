@@ -153,8 +153,8 @@ def m_faiss(base, q, gt, args):
     for nlist in args.ivf_nlists:
         configs.append((f"IVF{nlist},Flat", lambda nl=nlist: faiss.IndexIVFFlat(
             faiss.IndexFlatIP(d), d, nl, faiss.METRIC_INNER_PRODUCT), "nprobe", args.nprobes))
-    configs.append(("HNSW32,Flat efc=80", lambda: _faiss_hnsw(faiss, d, 32, 80), "efSearch",
-                    args.faiss_efs))
+        configs.append((f"IVF{nlist},PQ50x4fs,RFlat kf=8", lambda nl=nlist: _faiss_fastscan(faiss, d, nl),
+                        "nprobe", args.nprobes))
     for name, make, knob, values in configs:
         m0 = rss_mb()
         faiss.omp_set_num_threads(BUILD_THREADS)
@@ -168,7 +168,7 @@ def m_faiss(base, q, gt, args):
         faiss.omp_set_num_threads(1)
         for v in values:
             if knob == "nprobe":
-                ix.nprobe = v
+                faiss.extract_index_ivf(ix).nprobe = v
             else:
                 ix.hnsw.efSearch = v
             bq, (_, res) = time_batch(lambda x: ix.search(x, K), q)
@@ -177,6 +177,14 @@ def m_faiss(base, q, gt, args):
                        recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
         del ix
         gc.collect()
+
+
+def _faiss_fastscan(faiss, d, nlist):
+    """4-bit fast-scan PQ (one dim per sub-quantizer), no residual, exact re-rank of 8k."""
+    ix = faiss.index_factory(d, f"IVF{nlist},PQ{d}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+    faiss.extract_index_ivf(ix).by_residual = False
+    ix.k_factor = 8
+    return ix
 
 
 def _faiss_hnsw(faiss, d, M, efc):
@@ -214,20 +222,26 @@ def m_scann(base, q, gt, args):
         return
     n = len(base)
     leaves = 2000 if n > 100_000 else max(50, n // 200)
-    m0 = rss_mb()
-    t = time.perf_counter()
-    s = (scann.scann_ops_pybind.builder(base, K, "dot_product")
-         .tree(num_leaves=leaves, num_leaves_to_search=100, training_sample_size=min(n, 250_000))
-         .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(100).build())
-    bt = time.perf_counter() - t
-    mem = rss_mb() - m0
-    for nl, ro in args.scann_grid:
-        bq, (res, _) = time_batch(
-            lambda x: s.search_batched(x, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro), q)
-        one = time_one(lambda v: s.search(v, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro),
-                       q, min(2000, len(q)))
-        yield dict(method="scann", params=f"leaves={leaves} search={nl} reorder={ro}", build_s=bt,
-                   recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+    for soar, grid in ((None, args.scann_grid), (1.5, args.scann_soar_grid)):
+        m0 = rss_mb()
+        t = time.perf_counter()
+        s = (scann.scann_ops_pybind.builder(base, K, "dot_product")
+             .tree(num_leaves=leaves, num_leaves_to_search=100, training_sample_size=min(n, 250_000),
+                   soar_lambda=soar)
+             .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(100).build())
+        bt = time.perf_counter() - t
+        mem = rss_mb() - m0
+        s.set_num_threads(1)
+        for nl, ro in grid:
+            bq, (res, _) = time_batch(
+                lambda x: s.search_batched(x, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro), q)
+            one = time_one(lambda v: s.search(v, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro),
+                           q, min(2000, len(q)))
+            tag = f" soar={soar}" if soar else ""
+            yield dict(method="scann", params=f"leaves={leaves} search={nl} reorder={ro}{tag}", build_s=bt,
+                       recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+        del s
+        gc.collect()
 
 
 def m_project(base, q, gt, args):
@@ -250,17 +264,32 @@ def m_project(base, q, gt, args):
 
 
 def m_threshold(base, q, gt, args):
-    """Exact VectorIndex single-query speed against collection size (picks the ANN threshold)."""
+    """Single-query latency, exact vs the ANN backend, on 1,280-d vectors (image-feature width)
+    against collection size: picks DEFAULT_ANN_THRESHOLD.  Random unit vectors (the cost of
+    exact search does not depend on the data; ANN recall does, so it is printed too)."""
     from semsearch.index import VectorIndex
 
-    for n in (10_000, 25_000, 50_000, 100_000, 200_000):
-        if n > len(base):
-            break
-        ix = VectorIndex(base.shape[1], ann_threshold=10**12)
-        ix.add(np.arange(n), base[:n])
-        one = time_one(lambda v: ix.search(v[None], K), q, min(300, len(q)))
-        yield dict(method="exact@size", params=f"VectorIndex exact, n={n}", build_s=None,
-                   recall=None, one_qps=one, batch_qps=None, mem_mb=None)
+    d = 1280
+    rng = np.random.default_rng(1)
+    for n in args.threshold_sizes:
+        x = rng.standard_normal((n, d)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        qq = x[rng.choice(n, 200, replace=False)] + 0.05 * rng.standard_normal((200, d)).astype(np.float32)
+        truth = exact_topk(x, qq / np.linalg.norm(qq, axis=1, keepdims=True), K)
+        for thr in (10**12, n - 1):
+            ix = VectorIndex(d, ann_threshold=thr, threads=BUILD_THREADS)
+            t = time.perf_counter()
+            ix.add(np.arange(n), x)
+            bt = time.perf_counter() - t
+            if hasattr(ix._backend, "threads"):
+                ix._backend.threads = 1
+            one = time_one(lambda v: ix.search(v[None], K), qq, len(qq))
+            res = ix.search(qq, K)[0]
+            yield dict(method="exact@size" if thr > n else "ann@size",
+                       params=f"1280-d n={n} {ix.backend}", build_s=bt,
+                       recall=recall(res, truth), one_qps=one, batch_qps=None, mem_mb=None)
+        del x
+        gc.collect()
 
 
 METHODS = {"exact": m_exact, "annoy": m_annoy, "hnswlib": m_hnswlib, "faiss": m_faiss,
@@ -280,13 +309,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     n_base, n_q = (50_000, 1000) if args.quick else (None, 10_000)
-    args.hnsw_grid = [(16, 100, [40, 80, 160])]
-    args.usearch_grid = [(16, "f32", 128, [48, 96]), (32, "f32", 128, [48, 96])]
-    args.ivf_nlists = [256] if args.quick else [1024, 4096]
-    args.nprobes = [32, 64, 128]
+    args.hnsw_grid = [(16, 100, [80, 160])]
+    args.usearch_grid = [(16, "f32", 64, [64, 192])]
+    args.ivf_nlists = [256] if args.quick else [1024]
+    args.nprobes = [64, 128]
     args.faiss_efs = [64, 128]
-    args.scann_grid = [(60, 100), (100, 150)]
-    args.project_efs = None
+    args.scann_grid = [(100, 100), (150, 200)]
+    args.scann_soar_grid = [(80, 100), (100, 100), (150, 150)]
+    args.project_efs = [80, 100, 130]
+    args.threshold_sizes = [2_000, 5_000, 10_000, 20_000, 40_000]
 
     base, q = load_glove(n_base, n_q, args.seed)
     gt = ground_truth(base, q)
@@ -298,7 +329,7 @@ def main(argv=None) -> int:
             for row in METHODS[name](base, q, gt, args):
                 rows.append(row)
                 if not args.json:
-                    print(f"{row['method']:<14} {row['params']:<40} build {fmt(row['build_s'], '6.1f')} s"
+                    print(f"{row['method']:<14} {row['params']:<44} build {fmt(row['build_s'], '6.1f')} s"
                           f"  recall@10 {fmt(row['recall'], '.4f')}  one {fmt(row['one_qps'], '7.0f')} q/s"
                           f"  batch {fmt(row['batch_qps'], '7.0f')} q/s  mem {fmt(row['mem_mb'], '5.0f')} MB",
                           flush=True)

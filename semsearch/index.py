@@ -4,8 +4,16 @@
 backend behind one small private interface (``_Backend``):
 
 * ``_ExactBackend`` - BLAS matmul + argpartition over every stored vector (small collections);
-* ``_HnswBackend`` - hnswlib HNSW graph, updated incrementally (``add_items`` with
+* ``_ScannBackend`` - ScaNN (k-means tree + SOAR spilling + 4-bit anisotropic hashing +
+  exact re-ranking), trained once at the switch and updated in place (``upsert``,
+  tombstones for removals), retrained only after 4x growth or 25% tombstones;
+* ``_HnswBackend`` - hnswlib HNSW graph, used only where ScaNN is not installed (it ships
+  Linux x86-64 wheels only), updated incrementally (``add_items`` with
   ``replace_deleted`` / ``mark_deleted``), never rebuilt on add/remove.
+
+``python bench/ann.py`` (GloVe 50-d, 390k vectors): ScaNN reaches recall@10 ~0.98 at
+roughly 9-10k single-thread q/s with a ~15 s build, where hnswlib M=16 needs ~100 s to
+build and gives 0.98 at ~6k q/s.
 
 Which backend is used depends only on the data: above ``ann_threshold`` live vectors the
 index builds the ANN backend once from what it holds, and drops back to exact search when
@@ -302,14 +310,210 @@ class _HnswBackend(_Backend):
         return b
 
 
-_ANN_BACKEND = _HnswBackend
+class _ScannBackend(_Backend):
+    """ScaNN: k-means tree with SOAR spilled assignment, 4-bit anisotropic-hashing scoring,
+    exact float32 re-ranking of the best ``reorder`` candidates (scores are true cosines).
+
+    Updated incrementally: new vectors go in with ScaNN's ``upsert`` (partition tree and
+    codebooks kept).  Removed or replaced vectors become tombstones (``pos_slot`` = -1,
+    filtered out of results, a few extra candidates fetched) because ScaNN 1.4.2's
+    ``delete`` segfaults on SOAR-spilled indexes.  Retrained from the store only when the
+    collection has grown ``RETRAIN_GROWTH`` times past the size it was trained on or when
+    tombstones exceed ``MAX_DEAD_FRACTION`` of ScaNN's datapoints.
+    """
+
+    name = "scann"
+    POINTS_PER_LEAF = 195  # ~2000 leaves at 390k
+    SEARCH_FRACTION = 0.05  # leaves searched per query (100 of 2000)
+    MIN_LEAVES_TO_SEARCH = 16
+    DIMS_PER_BLOCK = 2
+    AVQ_THRESHOLD = 0.2
+    SOAR_LAMBDA = 1.5
+    REORDER = 100
+    TRAIN_SAMPLE = 250_000
+    RETRAIN_GROWTH = 4
+    MAX_DEAD_FRACTION = 0.25
+
+    def __init__(self, store: _Store, *, ef: int | None = None, threads: int = -1) -> None:
+        super().__init__(store)
+        from scann.scann_ops.py import scann_ops_pybind
+
+        self._sop = scann_ops_pybind
+        self.ef = ef  # leaves to search (None = SEARCH_FRACTION of the leaves)
+        self.threads = threads
+        self.searcher = None
+        self.trained_n = 0
+        self.leaves = 0
+        self.dead = 0  # tombstoned ScaNN datapoints
+        self.pos_slot = np.zeros(0, dtype=np.int64)  # ScaNN datapoint -> store slot
+        self.slot_pos = np.full(len(store.slot_id), -1, dtype=np.int64)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def build(cls, store: _Store, **kw) -> "_ScannBackend":
+        b = cls(store, **kw)
+        b._train()
+        return b
+
+    def _train(self) -> None:
+        st = self.store
+        live = st.live_slots()
+        n = len(live)
+        self.leaves = max(2, min(n // 8, round(n / self.POINTS_PER_LEAF)))
+        db = np.ascontiguousarray(st.vecs[live])
+        builder = (
+            self._sop.builder(db, 10, "dot_product")
+            .tree(
+                num_leaves=self.leaves,
+                num_leaves_to_search=self.leaves_to_search,
+                training_sample_size=min(n, self.TRAIN_SAMPLE),
+                soar_lambda=self.SOAR_LAMBDA,
+            )
+            .score_ah(self.DIMS_PER_BLOCK, anisotropic_quantization_threshold=self.AVQ_THRESHOLD)
+            .reorder(self.REORDER)
+        )
+        self.searcher = builder.build().searcher
+        self.searcher.set_num_threads(1)
+        self.trained_n = n
+        self.dead = 0
+        self.pos_slot = live.astype(np.int64)
+        self.slot_pos = np.full(len(st.slot_id), -1, dtype=np.int64)
+        self.slot_pos[live] = np.arange(n)
+
+    @property
+    def leaves_to_search(self) -> int:
+        if self.ef:
+            return max(1, min(self.leaves, int(self.ef)))
+        want = max(self.MIN_LEAVES_TO_SEARCH, round(self.leaves * self.SEARCH_FRACTION))
+        return max(1, min(self.leaves, want))
+
+    def describe(self) -> str:
+        return (f"leaves={self.leaves} search={self.leaves_to_search} AH{self.DIMS_PER_BLOCK} "
+                f"soar={self.SOAR_LAMBDA} reorder={self.REORDER}")
+
+    # -- updates --------------------------------------------------------------------------
+    def add(self, slots, vectors, replaced) -> None:
+        if len(slots) == 0:
+            return
+        if len(self.slot_pos) < len(self.store.slot_id):
+            grown = np.full(len(self.store.slot_id), -1, dtype=np.int64)
+            grown[: len(self.slot_pos)] = self.slot_pos
+            self.slot_pos = grown
+        self._tombstone(slots[replaced])
+        if len(self.store) > self.RETRAIN_GROWTH * self.trained_n or self._too_dead():
+            self._train()  # the store already holds the new vectors
+            return
+        done = np.asarray(
+            self.searcher.upsert([None] * len(slots), np.ascontiguousarray(vectors, dtype=np.float32),
+                                 max(1, min(len(slots), 1024))),
+            dtype=np.int64,
+        )
+        if len(self.pos_slot) < self.searcher.size():
+            grown = np.full(max(self.searcher.size(), 2 * len(self.pos_slot)), -1, dtype=np.int64)
+            grown[: len(self.pos_slot)] = self.pos_slot
+            self.pos_slot = grown
+        self.pos_slot[done] = slots
+        self.slot_pos[slots] = done
+
+    def _tombstone(self, slots: np.ndarray) -> None:
+        pos = self.slot_pos[slots]
+        pos = pos[pos >= 0]
+        self.pos_slot[pos] = -1
+        self.slot_pos[slots] = -1
+        self.dead += len(pos)
+
+    def _too_dead(self) -> bool:
+        return self.dead > self.MAX_DEAD_FRACTION * max(1, self.searcher.size())
+
+    def remove(self, slots) -> None:
+        if len(slots) == 0:
+            return
+        self._tombstone(slots)
+        if self._too_dead():
+            self._train()
+
+    # -- search -----------------------------------------------------------------------------
+    def search(self, queries, k):
+        size = self.searcher.size()
+        fetch = min(size, k if self.dead == 0 else k + min(self.dead, k + 16))
+        pre = max(self.REORDER, fetch)
+        if len(queries) == 1:
+            idx, dist = self.searcher.search(queries[0], fetch, pre, self.leaves_to_search)
+            idx, dist = idx[None], dist[None]
+        else:
+            par = self.threads != 1 and len(queries) >= 64
+            if par:
+                self.searcher.set_num_threads(self.threads if self.threads > 0 else (os.cpu_count() or 1))
+            try:
+                idx, dist = self.searcher.search_batched(
+                    queries, fetch, pre, self.leaves_to_search, par, 256 if par else 0)
+            finally:
+                if par:
+                    self.searcher.set_num_threads(1)
+        slots = self.pos_slot[idx.astype(np.int64)] if idx.size else np.zeros((len(queries), 0), np.int64)
+        if self.dead:
+            live = slots >= 0
+            if idx.shape[1] < k or not np.all(live.sum(axis=1) >= k):
+                return _ExactBackend(self.store).search(queries, k)
+            order = np.argsort(~live, axis=1, kind="stable")[:, :k]  # live ones first, order kept
+            slots = np.take_along_axis(slots, order, axis=1)
+            dist = np.take_along_axis(dist, order, axis=1)
+        elif idx.shape[1] < k:
+            # Too few candidates in the searched leaves (tiny index): be exact.
+            return _ExactBackend(self.store).search(queries, k)
+        return slots, dist.astype(np.float32)
+
+    # -- persistence --------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            self.searcher.serialize(tmp, True)
+            for f in sorted(os.listdir(tmp)):
+                out["scann_file_" + f] = np.fromfile(os.path.join(tmp, f), dtype=np.uint8)
+        out["scann_meta"] = np.array([self.trained_n, self.leaves, self.dead], dtype=np.int64)
+        out["scann_label_slot"] = self.pos_slot[: self.searcher.size()]
+        return out
+
+    @classmethod
+    def from_state(cls, store: _Store, arrays: dict[str, np.ndarray], **kw) -> "_ScannBackend":
+        b = cls(store, **kw)
+        with tempfile.TemporaryDirectory() as tmp:
+            for key, arr in arrays.items():
+                if key.startswith("scann_file_"):
+                    name = key[len("scann_file_") :]
+                    if os.path.basename(name) != name or name in ("", ".", ".."):
+                        raise RuntimeError(f"bad ScaNN asset name {name!r}")
+                    arr.astype(np.uint8).tofile(os.path.join(tmp, name))
+            b.searcher = b._sop.load_searcher(tmp).searcher
+        b.searcher.set_num_threads(1)
+        b.trained_n, b.leaves, b.dead = (int(v) for v in arrays["scann_meta"])
+        b.pos_slot = arrays["scann_label_slot"].astype(np.int64).copy()
+        if len(b.pos_slot) != b.searcher.size():
+            raise RuntimeError("ScaNN datapoint count does not match the id map")
+        b.slot_pos = np.full(len(store.slot_id), -1, dtype=np.int64)
+        alive = b.pos_slot >= 0
+        b.slot_pos[b.pos_slot[alive]] = np.flatnonzero(alive)
+        return b
+
+
+def _ann_backend() -> type[_Backend]:
+    """ScaNN where it is installed (Linux x86-64 wheels), else hnswlib."""
+    try:
+        import scann  # noqa: F401
+    except ImportError:
+        return _HnswBackend
+    return _ScannBackend
+
+
+_ANN_BACKEND = _ann_backend()
 
 
 class VectorIndex:
     """Nearest-neighbour index over L2-normalised float32 vectors, cosine similarity, int64 ids.
 
     ``ann_threshold``: live vectors above which the ANN backend is used (exact search
-    below it).  ``ann_ef``: HNSW search breadth (higher = better recall, slower).
+    below it).  ``ann_ef``: ANN search breadth (ScaNN: leaves searched per query; HNSW: ef;
+    higher = better recall, slower; None = the backend's tuned default).
     ``threads``: threads for batched ANN search/add (-1 = all cores).
     """
 
@@ -335,7 +539,7 @@ class VectorIndex:
 
     @property
     def backend(self) -> str:
-        """Name of the backend in use ("exact" or "hnsw")."""
+        """Name of the backend in use ("exact", "scann", or "hnsw" where ScaNN is not installed)."""
         return self._backend.name
 
     def ids(self) -> np.ndarray:
@@ -457,10 +661,10 @@ class VectorIndex:
         st.slot_id[: len(ids)] = ids
         st.id_slot = dict(zip(ids.tolist(), range(len(ids))))
         st.high = len(ids)
-        if backend == _ANN_BACKEND.name and "hnsw_graph" in arrays:
+        if backend == _ANN_BACKEND.name and any(k.startswith(backend + "_") for k in arrays):
             try:
                 self._backend = _ANN_BACKEND.from_state(st, arrays, **self._ann_kw)
-            except RuntimeError as e:
+            except (RuntimeError, ValueError, KeyError) as e:
                 raise CollectionError(f"index file {path} is corrupt ({e}); delete it to rebuild") from e
         elif len(self) > self.ann_threshold:
             self._backend = _ANN_BACKEND.build(st, **self._ann_kw)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from semsearch.errors import CollectionError
-from semsearch.index import VectorIndex
+from semsearch.index import _ANN_BACKEND, VectorIndex
+
+ANN = _ANN_BACKEND.name
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -47,7 +49,7 @@ def test_ann_agrees_with_exact(rng):
     ids = rng.permutation(10**6)[:4000].astype(np.int64)
     idx = VectorIndex(DIM, ann_threshold=1000)
     idx.add(ids, base)
-    assert idx.backend == "hnsw"
+    assert idx.backend == ANN
     q = unit(rng, 200, DIM)
     got, scores = idx.search(q, 10)
     truth = exact_topk(base, ids, q, 10)
@@ -135,7 +137,7 @@ def test_transparent_switch_at_threshold(rng):
     idx.add(np.arange(200), base[:200])
     assert idx.backend == "exact"
     idx.add(np.arange(200, 201), base[200:201])
-    assert idx.backend == "hnsw" and len(idx) == 201
+    assert idx.backend == ANN and len(idx) == 201
     idx.add(np.arange(201, 400), base[201:])
     got, sc = idx.search(base[[0, 200, 399]], 1)
     assert got[:, 0].tolist() == [0, 200, 399]
@@ -193,3 +195,72 @@ def test_bad_shapes_rejected():
         idx.add(np.arange(2), np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError):
         idx.add(np.arange(3), np.ones((2, 4), np.float32))
+
+
+def _recall(got: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(got, truth)]))
+
+
+def test_ann_incremental_add_remove_replace_agrees_with_exact(rng):
+    """The ANN backend is trained once at the switch and then only updated in place."""
+    idx = VectorIndex(DIM, ann_threshold=1500)
+    base = unit(rng, 6000, DIM)
+    idx.add(np.arange(2000), base[:2000])
+    assert idx.backend == ANN
+    first = idx._backend
+    idx.add(np.arange(2000, 5000), base[2000:5000])  # 2.5x growth: updated, not retrained
+    idx.remove(np.arange(0, 5000, 7))
+    repl = np.arange(1, 5000, 11)
+    new_vecs = unit(rng, len(repl), DIM)
+    idx.add(repl, new_vecs)
+    assert idx._backend is first
+    live = np.setdiff1d(np.arange(5000), np.arange(0, 5000, 7))
+    live = np.union1d(live, repl)
+    truth_vecs = base[:5000].copy()
+    truth_vecs[repl] = new_vecs
+    q = unit(rng, 200, DIM)
+    got, scores = idx.search(q, 10)
+    truth = exact_topk(truth_vecs[live], live, q, 10)
+    assert _recall(got, truth) >= 0.9
+    assert not set(got.ravel().tolist()) & (set(range(0, 5000, 7)) - set(repl.tolist()))
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, truth_vecs[got]), atol=1e-4)
+    # A replaced vector is found at its new place, not its old one.
+    g, s = idx.search(new_vecs[:5], 1)
+    assert g[:, 0].tolist() == repl[:5].tolist() and np.allclose(s[:, 0], 1.0, atol=1e-4)
+
+
+def test_ann_retrains_after_growth_and_many_removals(rng):
+    idx = VectorIndex(DIM, ann_threshold=500)
+    base = unit(rng, 4000, DIM)
+    idx.add(np.arange(600), base[:600])
+    b1 = idx._backend
+    idx.add(np.arange(600, 4000), base[600:])  # > 4x the trained size: retrained
+    got, _ = idx.search(base[[0, 3999]], 1)
+    assert got[:, 0].tolist() == [0, 3999] and len(idx) == 4000
+    if ANN == "scann":
+        assert idx._backend.trained_n == 4000 and b1 is idx._backend
+        idx.remove(np.arange(1500))  # tombstones past the limit: retrained on what is left
+        assert idx._backend.dead == 0 and idx._backend.trained_n == 2500
+    got, _ = idx.search(base[[1500, 2000]], 1)
+    assert got[:, 0].tolist() == [1500, 2000]
+
+
+def test_ann_save_load_keeps_tombstones_and_keeps_updating(rng, tmp_path):
+    idx = VectorIndex(DIM, ann_threshold=1000)
+    base = unit(rng, 3000, DIM)
+    idx.add(np.arange(3000), base)
+    idx.remove(np.arange(0, 3000, 10))
+    idx.add(np.array([1]), base[:1])  # replace: tombstone + insert
+    q = unit(rng, 50, DIM)
+    want = idx.search(q, 10)
+    idx.save(tmp_path / "i.npz")
+    back = VectorIndex.load(tmp_path / "i.npz")
+    assert back.backend == ANN == idx.backend
+    got = back.search(q, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+    back.add(np.array([10**7]), base[5:6])
+    back.remove(np.array([5]))
+    assert back.search(base[5:6], 1)[0][0, 0] == 10**7
+    one_ids, one_sc = back.search(q[:1], 10)  # single-query path == batched path
+    np.testing.assert_array_equal(one_ids, back.search(q[:3], 10)[0][:1])

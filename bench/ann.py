@@ -315,8 +315,8 @@ def main(argv=None) -> int:
     args.nprobes = [64, 128]
     args.faiss_efs = [64, 128]
     args.scann_grid = [(100, 100), (150, 200)]
-    args.scann_soar_grid = [(80, 100), (100, 100), (150, 150)]
-    args.project_efs = [80, 100, 130]
+    args.scann_soar_grid = [(85, 100), (100, 100)]
+    args.project_efs = [60, 70, 85]
     args.threshold_sizes = [2_000, 5_000, 10_000, 20_000, 40_000]
 
     base, q = load_glove(n_base, n_q, args.seed)

@@ -7,7 +7,8 @@
 Every library is pinned to one thread for *queries* (hnswlib set_num_threads(1),
 faiss.omp_set_num_threads(1), usearch threads=1, numpy BLAS via threadpoolctl).
 Builds may use all cores (column "build thr").  "one q/s" = one query per call in a Python
-loop; "batch q/s" = all queries in one call, still one thread.  The row marked "*" is the
+loop; "batch q/s" = all queries in one call, still one thread.  Timings are the best of
+REPEATS runs (another job may share the machine).  The row marked "*" is the
 configuration VectorIndex uses above its ANN threshold.
 """
 
@@ -76,18 +77,27 @@ def recall(found: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(found, gt)]))
 
 
+REPEATS = 3  # timings are best-of-REPEATS: another job may share the two cores
+
+
 def time_one(fn, q: np.ndarray, n: int) -> float:
     qs = q[:n]
-    t = time.perf_counter()
-    for v in qs:
-        fn(v)
-    return n / (time.perf_counter() - t)
+    best = float("inf")
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        for v in qs:
+            fn(v)
+        best = min(best, time.perf_counter() - t)
+    return n / best
 
 
 def time_batch(fn, q: np.ndarray):
-    t = time.perf_counter()
-    res = fn(q)
-    return len(q) / (time.perf_counter() - t), res
+    best = float("inf")
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        res = fn(q)
+        best = min(best, time.perf_counter() - t)
+    return len(q) / best, res
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,10 +125,10 @@ def m_annoy(base, q, gt, args):
     bt = time.perf_counter() - t
     mem = rss_mb() - m0
     for sk in (-1, 10_000):
-        res = np.array([ix.get_nns_by_vector(v, K, search_k=sk) for v in q])
-        one = time_one(lambda v: ix.get_nns_by_vector(v, K, search_k=sk), q, min(2000, len(q)))
+        res = np.array([ix.get_nns_by_vector(v, K, search_k=sk) for v in q[:2000]])
+        one = time_one(lambda v: ix.get_nns_by_vector(v, K, search_k=sk), q, min(1000, len(q)))
         yield dict(method="annoy", params=f"trees=20 search_k={'default' if sk < 0 else sk}",
-                   build_s=bt, recall=recall(res, gt), one_qps=one, batch_qps=None, mem_mb=mem)
+                   build_s=bt, recall=recall(res, gt[:2000]), one_qps=one, batch_qps=None, mem_mb=mem)
 
 
 def m_hnswlib(base, q, gt, args):
@@ -274,7 +284,9 @@ def m_threshold(base, q, gt, args):
     for n in args.threshold_sizes:
         x = rng.standard_normal((n, d)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        qq = x[rng.choice(n, 200, replace=False)] + 0.05 * rng.standard_normal((200, d)).astype(np.float32)
+        # Queries near stored vectors (noise of norm ~0.5), as for "find similar photos".
+        qq = x[rng.choice(n, 200, replace=False)] + (0.5 / np.sqrt(d)) * rng.standard_normal(
+            (200, d)).astype(np.float32)
         truth = exact_topk(x, qq / np.linalg.norm(qq, axis=1, keepdims=True), K)
         for thr in (10**12, n - 1):
             ix = VectorIndex(d, ann_threshold=thr, threads=BUILD_THREADS)
@@ -317,7 +329,7 @@ def main(argv=None) -> int:
     args.scann_grid = [(100, 100), (150, 200)]
     args.scann_soar_grid = [(85, 100), (100, 100)]
     args.project_efs = [60, 70, 85]
-    args.threshold_sizes = [2_000, 5_000, 10_000, 20_000, 40_000]
+    args.threshold_sizes = [500, 1_000, 2_000, 5_000, 10_000, 20_000]
 
     base, q = load_glove(n_base, n_q, args.seed)
     gt = ground_truth(base, q)

@@ -181,7 +181,7 @@ def test_load_corrupt_file_raises_collection_error(tmp_path):
 
 
 def test_batch_and_large_k(rng):
-    idx = VectorIndex(DIM)
+    idx = VectorIndex(DIM, ann_threshold=10**9)
     base = unit(rng, 3000, DIM)
     idx.add(np.arange(3000), base)
     q = unit(rng, 64, DIM)

@@ -10,7 +10,7 @@ Rows of the table:
   per process: it rebuilds the whole-collection tables for each query);
 * ``in-process, cached``: the server's own collection object (shared per-catalog-version caches), one
   caller, no HTTP — the floor the server can reach;
-* ``HTTP, N clients``: the server in a separate process (uvicorn, one worker), N closed-loop clients with
+* ``HTTP, N clients``: `semsearch serve` in a separate process, N closed-loop clients with
   keep-alive connections for `--seconds` each, on 127.0.0.1 only.
 """
 
@@ -58,11 +58,8 @@ def free_port() -> int:
 
 
 def start_server(db: Path, port: int) -> subprocess.Popen:
-    code = (
-        "import uvicorn; from semsearch.server.app import create_app; "
-        f"uvicorn.run(create_app({str(db)!r}), host={HOST!r}, port={port}, log_level='warning')"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code])
+    command = [sys.executable, "-m", "semsearch.cli", "serve", "--db", str(db), "--host", HOST, "--port", str(port)]
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -332,15 +332,14 @@ class Collection:
         return [(int(snap.ids[i]), float(scores[i])) for i in top]
 
     def _hits(self, pairs, k: int) -> list[Hit]:  # noqa: ANN001 - iterable of (id, score)
-        hits: list[Hit] = []
-        for image_id, score in pairs:
-            record = self.store.get(image_id)
-            if record is None:
-                continue
-            hits.append(Hit(rank=len(hits) + 1, id=image_id, path=record.path, score=float(score)))
-            if len(hits) == k:
-                break
-        return hits
+        """Ranked hits for (id, score) pairs, best first, skipping ids no longer in the catalog."""
+        pairs = list(pairs)
+        paths = self.store.paths_of([image_id for image_id, _ in pairs])
+        found = [(image_id, score) for image_id, score in pairs if image_id in paths][:k]
+        return [
+            Hit(rank=rank, id=image_id, path=paths[image_id], score=float(score))
+            for rank, (image_id, score) in enumerate(found, start=1)
+        ]
 
     # --- the joint image-word space (ConSE by default, or a trained head) --------------------------
     @cached_property

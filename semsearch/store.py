@@ -99,6 +99,7 @@ class Store:
             except OSError as exc:
                 raise CollectionError(f"cannot create collection at {self.root}: {exc.strerror}") from exc
         self._lock_file = None
+        self._tables: dict[tuple[str, int], np.ndarray] = {}  # memory maps reused across lookups
         if writable:
             self._acquire_lock()
         try:
@@ -331,10 +332,20 @@ class Store:
 
     def vectors_at(self, space: str, rows: list[int] | np.ndarray) -> np.ndarray:
         """Vectors of a few rows of one space (e.g. the query image's own features)."""
+        rows = np.asarray(rows, dtype=np.int64)
         meta = self.meta()
-        dim = self._spaces(meta)[space]
-        table = np.memmap(self._vector_path(space, self._generation(meta)), dtype=np.float32, mode="r")
-        return np.array(table.reshape(-1, dim)[rows])
+        key = (space, self._generation(meta))
+        table = self._tables.get(key)
+        if table is None or (len(rows) and rows.max() >= len(table)):  # new file, or rows appended since
+            path = self._vector_path(*key)
+            table = np.memmap(path, dtype=np.float32, mode="r").reshape(-1, self._spaces(meta)[space])
+            self._tables = {key: table, **{k: v for k, v in self._tables.items() if k[0] != space}}
+        return np.array(table[rows])
+
+    def paths_of(self, ids: list[int]) -> dict[int, str]:
+        """Paths of image ids that are (still) in the catalog, in one query."""
+        marks = ",".join("?" * len(ids))
+        return dict(self.db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", ids))
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])

@@ -109,8 +109,15 @@ def m_exact(base, q, gt, args):
     one = time_one(lambda v: exact_topk(base, v[None], K), q, min(200, len(q)))
     nq = min(1000, len(q))
     bq, res = time_batch(lambda x: exact_topk(base, x, K), q[:nq])
-    yield dict(method="exact numpy", params="matmul+argpartition", build_s=0.0,
-               recall=recall(res, gt[:nq]), one_qps=one, batch_qps=bq, mem_mb=base.nbytes / 2**20)
+    yield dict(
+        method="exact numpy",
+        params="matmul+argpartition",
+        build_s=0.0,
+        recall=recall(res, gt[:nq]),
+        one_qps=one,
+        batch_qps=bq,
+        mem_mb=base.nbytes / 2**20,
+    )
 
 
 def m_annoy(base, q, gt, args):
@@ -127,8 +134,15 @@ def m_annoy(base, q, gt, args):
     for sk in (-1, 10_000):
         res = np.array([ix.get_nns_by_vector(v, K, search_k=sk) for v in q[:2000]])
         one = time_one(lambda v: ix.get_nns_by_vector(v, K, search_k=sk), q, min(1000, len(q)))
-        yield dict(method="annoy", params=f"trees=20 search_k={'default' if sk < 0 else sk}",
-                   build_s=bt, recall=recall(res, gt[:2000]), one_qps=one, batch_qps=None, mem_mb=mem)
+        yield dict(
+            method="annoy",
+            params=f"trees=20 search_k={'default' if sk < 0 else sk}",
+            build_s=bt,
+            recall=recall(res, gt[:2000]),
+            one_qps=one,
+            batch_qps=None,
+            mem_mb=mem,
+        )
 
 
 def m_hnswlib(base, q, gt, args):
@@ -148,8 +162,15 @@ def m_hnswlib(base, q, gt, args):
             ix.set_ef(ef)
             bq, (res, _) = time_batch(lambda x: ix.knn_query(x, K), q)
             one = time_one(lambda v: ix.knn_query(v, K), q, min(3000, len(q)))
-            yield dict(method="hnswlib", params=f"M={M} efc={efc} ef={ef}", build_s=bt,
-                       recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+            yield dict(
+                method="hnswlib",
+                params=f"M={M} efc={efc} ef={ef}",
+                build_s=bt,
+                recall=recall(res, gt),
+                one_qps=one,
+                batch_qps=bq,
+                mem_mb=mem,
+            )
         del ix
         gc.collect()
 
@@ -161,10 +182,22 @@ def m_faiss(base, q, gt, args):
     faiss.omp_set_num_threads(BUILD_THREADS)
     configs = []
     for nlist in args.ivf_nlists:
-        configs.append((f"IVF{nlist},Flat", lambda nl=nlist: faiss.IndexIVFFlat(
-            faiss.IndexFlatIP(d), d, nl, faiss.METRIC_INNER_PRODUCT), "nprobe", args.nprobes))
-        configs.append((f"IVF{nlist},PQ50x4fs,RFlat kf=8", lambda nl=nlist: _faiss_fastscan(faiss, d, nl),
-                        "nprobe", args.nprobes))
+        configs.append(
+            (
+                f"IVF{nlist},Flat",
+                lambda nl=nlist: faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nl, faiss.METRIC_INNER_PRODUCT),
+                "nprobe",
+                args.nprobes,
+            )
+        )
+        configs.append(
+            (
+                f"IVF{nlist},PQ50x4fs,RFlat kf=8",
+                lambda nl=nlist: _faiss_fastscan(faiss, d, nl),
+                "nprobe",
+                args.nprobes,
+            )
+        )
     for name, make, knob, values in configs:
         m0 = rss_mb()
         faiss.omp_set_num_threads(BUILD_THREADS)
@@ -183,8 +216,15 @@ def m_faiss(base, q, gt, args):
                 ix.hnsw.efSearch = v
             bq, (_, res) = time_batch(lambda x: ix.search(x, K), q)
             one = time_one(lambda x: ix.search(x[None], K), q, min(2000, len(q)))
-            yield dict(method="faiss", params=f"{name} {knob}={v}", build_s=bt,
-                       recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+            yield dict(
+                method="faiss",
+                params=f"{name} {knob}={v}",
+                build_s=bt,
+                recall=recall(res, gt),
+                one_qps=one,
+                batch_qps=bq,
+                mem_mb=mem,
+            )
         del ix
         gc.collect()
 
@@ -217,8 +257,15 @@ def m_usearch(base, q, gt, args):
             ix.expansion_search = ef
             bq, res = time_batch(lambda x: ix.search(x, K, threads=1), q)
             one = time_one(lambda v: ix.search(v, K, threads=1), q, min(3000, len(q)))
-            yield dict(method="usearch", params=f"{dtype} conn={conn} efa={efa} ef={ef}",
-                       build_s=bt, recall=recall(res.keys, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+            yield dict(
+                method="usearch",
+                params=f"{dtype} conn={conn} efa={efa} ef={ef}",
+                build_s=bt,
+                recall=recall(res.keys, gt),
+                one_qps=one,
+                batch_qps=bq,
+                mem_mb=mem,
+            )
         del ix
         gc.collect()
 
@@ -226,30 +273,56 @@ def m_usearch(base, q, gt, args):
 def m_scann(base, q, gt, args):
     try:
         import scann
-    except Exception as e:  # noqa: BLE001 - report whatever stops it
-        yield dict(method="scann", params=f"not available: {type(e).__name__}: {e}"[:90],
-                   build_s=None, recall=None, one_qps=None, batch_qps=None, mem_mb=None)
+    except Exception as e:
+        yield dict(
+            method="scann",
+            params=f"not available: {type(e).__name__}: {e}"[:90],
+            build_s=None,
+            recall=None,
+            one_qps=None,
+            batch_qps=None,
+            mem_mb=None,
+        )
         return
     n = len(base)
     leaves = 2000 if n > 100_000 else max(50, n // 200)
     for soar, grid in ((None, args.scann_grid), (1.5, args.scann_soar_grid)):
         m0 = rss_mb()
         t = time.perf_counter()
-        s = (scann.scann_ops_pybind.builder(base, K, "dot_product")
-             .tree(num_leaves=leaves, num_leaves_to_search=100, training_sample_size=min(n, 250_000),
-                   soar_lambda=soar)
-             .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(100).build())
+        s = (
+            scann.scann_ops_pybind.builder(base, K, "dot_product")
+            .tree(
+                num_leaves=leaves,
+                num_leaves_to_search=100,
+                training_sample_size=min(n, 250_000),
+                soar_lambda=soar,
+            )
+            .score_ah(2, anisotropic_quantization_threshold=0.2)
+            .reorder(100)
+            .build()
+        )
         bt = time.perf_counter() - t
         mem = rss_mb() - m0
         s.set_num_threads(1)
         for nl, ro in grid:
             bq, (res, _) = time_batch(
-                lambda x: s.search_batched(x, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro), q)
-            one = time_one(lambda v: s.search(v, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro),
-                           q, min(2000, len(q)))
+                lambda x: s.search_batched(x, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro), q
+            )
+            one = time_one(
+                lambda v: s.search(v, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro),
+                q,
+                min(2000, len(q)),
+            )
             tag = f" soar={soar}" if soar else ""
-            yield dict(method="scann", params=f"leaves={leaves} search={nl} reorder={ro}{tag}", build_s=bt,
-                       recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+            yield dict(
+                method="scann",
+                params=f"leaves={leaves} search={nl} reorder={ro}{tag}",
+                build_s=bt,
+                recall=recall(res, gt),
+                one_qps=one,
+                batch_qps=bq,
+                mem_mb=mem,
+            )
         del s
         gc.collect()
 
@@ -269,8 +342,15 @@ def m_project(base, q, gt, args):
             ix._backend.ef = ef
         bq, (res, _) = time_batch(lambda x: ix.search(x, K), q)
         one = time_one(lambda v: ix.search(v[None], K), q, min(3000, len(q)))
-        yield dict(method="* VectorIndex", params=f"{ix.backend} {ix._backend.describe()}",
-                   build_s=bt, recall=recall(res, gt), one_qps=one, batch_qps=bq, mem_mb=mem)
+        yield dict(
+            method="* VectorIndex",
+            params=f"{ix.backend} {ix._backend.describe()}",
+            build_s=bt,
+            recall=recall(res, gt),
+            one_qps=one,
+            batch_qps=bq,
+            mem_mb=mem,
+        )
 
 
 def m_threshold(base, q, gt, args):
@@ -285,8 +365,9 @@ def m_threshold(base, q, gt, args):
         x = rng.standard_normal((n, d)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         # Queries near stored vectors (noise of norm ~0.5), as for "find similar photos".
-        qq = x[rng.choice(n, 200, replace=False)] + (0.5 / np.sqrt(d)) * rng.standard_normal(
-            (200, d)).astype(np.float32)
+        qq = x[rng.choice(n, 200, replace=False)] + (0.5 / np.sqrt(d)) * rng.standard_normal((200, d)).astype(
+            np.float32
+        )
         truth = exact_topk(x, qq / np.linalg.norm(qq, axis=1, keepdims=True), K)
         for thr in (10**12, n - 1):
             ix = VectorIndex(d, ann_threshold=thr, threads=BUILD_THREADS)
@@ -297,16 +378,29 @@ def m_threshold(base, q, gt, args):
                 ix._backend.threads = 1
             one = time_one(lambda v: ix.search(v[None], K), qq, len(qq))
             res = ix.search(qq, K)[0]
-            yield dict(method="exact@size" if thr > n else "ann@size",
-                       params=f"1280-d n={n} {ix.backend}", build_s=bt,
-                       recall=recall(res, truth), one_qps=one, batch_qps=None, mem_mb=None)
+            yield dict(
+                method="exact@size" if thr > n else "ann@size",
+                params=f"1280-d n={n} {ix.backend}",
+                build_s=bt,
+                recall=recall(res, truth),
+                one_qps=one,
+                batch_qps=None,
+                mem_mb=None,
+            )
         del x
         gc.collect()
 
 
-METHODS = {"exact": m_exact, "annoy": m_annoy, "hnswlib": m_hnswlib, "faiss": m_faiss,
-           "usearch": m_usearch, "scann": m_scann, "project": m_project,
-           "threshold": m_threshold}
+METHODS = {
+    "exact": m_exact,
+    "annoy": m_annoy,
+    "hnswlib": m_hnswlib,
+    "faiss": m_faiss,
+    "usearch": m_usearch,
+    "scann": m_scann,
+    "project": m_project,
+    "threshold": m_threshold,
+}
 
 
 def fmt(v, spec):
@@ -333,18 +427,23 @@ def main(argv=None) -> int:
 
     base, q = load_glove(n_base, n_q, args.seed)
     gt = ground_truth(base, q)
-    print(f"# GloVe 6B 50d: {len(base)} indexed, {len(q)} queries, k={K}; queries 1 thread, "
-          f"builds {BUILD_THREADS} threads", file=sys.stderr)
+    print(
+        f"# GloVe 6B 50d: {len(base)} indexed, {len(q)} queries, k={K}; queries 1 thread, "
+        f"builds {BUILD_THREADS} threads",
+        file=sys.stderr,
+    )
     rows = []
     with threadpool_limits(1):
         for name in args.methods.split(","):
             for row in METHODS[name](base, q, gt, args):
                 rows.append(row)
                 if not args.json:
-                    print(f"{row['method']:<14} {row['params']:<44} build {fmt(row['build_s'], '6.1f')} s"
-                          f"  recall@10 {fmt(row['recall'], '.4f')}  one {fmt(row['one_qps'], '7.0f')} q/s"
-                          f"  batch {fmt(row['batch_qps'], '7.0f')} q/s  mem {fmt(row['mem_mb'], '5.0f')} MB",
-                          flush=True)
+                    print(
+                        f"{row['method']:<14} {row['params']:<44} build {fmt(row['build_s'], '6.1f')} s"
+                        f"  recall@10 {fmt(row['recall'], '.4f')}  one {fmt(row['one_qps'], '7.0f')} q/s"
+                        f"  batch {fmt(row['batch_qps'], '7.0f')} q/s  mem {fmt(row['mem_mb'], '5.0f')} MB",
+                        flush=True,
+                    )
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0

@@ -43,7 +43,10 @@ def main() -> None:
             ("python -c pass (baseline)", [sys.executable, "-c", "pass"]),
             ("python -c 'import numpy' (baseline)", [sys.executable, "-c", "import numpy"]),
             ("semsearch similar INDEXED", [*cli, "similar", indexed, "--db", str(db), "--json"]),
-            ("semsearch similar INDEXED --focus", [*cli, "similar", indexed, "--db", str(db), "--focus", "tabby"]),
+            (
+                "semsearch similar INDEXED --focus",
+                [*cli, "similar", indexed, "--db", str(db), "--focus", "tabby"],
+            ),
             ("semsearch search 'cat'", [*cli, "search", "cat", "--db", str(db), "--json"]),
             ("semsearch words cat", [*cli, "words", "cat", "--json"]),
         ]

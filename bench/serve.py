@@ -22,7 +22,6 @@ import json
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,18 @@ import numpy as np
 from synthetic import synthetic_collection
 
 HOST = "127.0.0.1"  # never anything else
-WORDS = ["dog", "beach", "car", "red flower", "mountain lake", "cat", "guitar", "pizza", "bird on a tree", "laptop"]
+WORDS = [
+    "dog",
+    "beach",
+    "car",
+    "red flower",
+    "mountain lake",
+    "cat",
+    "guitar",
+    "pizza",
+    "bird on a tree",
+    "laptop",
+]
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -58,7 +68,18 @@ def free_port() -> int:
 
 
 def start_server(db: Path, port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "semsearch.cli", "serve", "--db", str(db), "--host", HOST, "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "semsearch.cli",
+        "serve",
+        "--db",
+        str(db),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
     proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -108,11 +129,15 @@ def load(port: int, urls: list[str], clients: int, seconds: float) -> tuple[list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--db", type=Path, help="Reuse/keep the synthetic collection here (default: a temp dir).")
+    parser.add_argument(
+        "--db", type=Path, help="Reuse/keep the synthetic collection here (default: a temp dir)."
+    )
     args = parser.parse_args()
 
     tmp = None
@@ -121,7 +146,10 @@ def main() -> None:
         args.db = Path(tmp.name) / "db"
     t = time.perf_counter()
     synthetic_collection(args.db, args.images)
-    print(f"synthetic collection: {args.images} images at {args.db} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    print(
+        f"synthetic collection: {args.images} images at {args.db} ({time.perf_counter() - t:.1f} s)",
+        file=sys.stderr,
+    )
 
     from semsearch.collection import Collection
     from semsearch.server.app import Served, _one_blas_thread
@@ -136,7 +164,10 @@ def main() -> None:
 
     # Baselines in this process.
     with Collection(args.db) as plain:
-        for kind, fn, qs in (("text", plain.search, WORDS), ("image", lambda i: plain.similar(i, k=10), sample_ids)):
+        for kind, fn, qs in (
+            ("text", plain.search, WORDS),
+            ("image", lambda i: plain.similar(i, k=10), sample_ids),
+        ):
             fn(qs[0]) if kind == "image" else fn(qs[0], k=10)
             call = (lambda q: fn(q, k=10)) if kind == "text" else fn
             lat = time_calls(call, qs, 20)
@@ -151,7 +182,9 @@ def main() -> None:
             call(qs[0])
             lat = time_calls(call, qs, 300)
             p50, p99 = percentiles(lat)
-            rows.append((kind, "in-process, cached (server's Collection)", 1, len(lat) / sum(lat), p50, p99, 0))
+            rows.append(
+                (kind, "in-process, cached (server's Collection)", 1, len(lat) / sum(lat), p50, p99, 0)
+            )
     served.close()
 
     port = free_port()
@@ -163,18 +196,32 @@ def main() -> None:
             load(port, urls[:2], 2, 1.0)  # warm: builds the cached tables once
             lat, errors, wall = load(port, urls, args.clients, args.seconds)
             p50, p99 = percentiles(lat)
-            rows.append((kind, f"HTTP, {args.clients} clients, {args.seconds:.0f} s", args.clients, len(lat) / wall, p50, p99, errors))
+            rows.append(
+                (
+                    kind,
+                    f"HTTP, {args.clients} clients, {args.seconds:.0f} s",
+                    args.clients,
+                    len(lat) / wall,
+                    p50,
+                    p99,
+                    errors,
+                )
+            )
     finally:
         server.terminate()
         server.wait(10)
 
     print(f"\n{args.images} images, {os.cpu_count()} CPUs, loopback\n")
-    print(f"| query | how | clients | req/s | p50 ms | p99 ms | errors |")
-    print(f"|---|---|---:|---:|---:|---:|---:|")
+    print("| query | how | clients | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for kind, how, clients, rps, p50, p99, errors in rows:
         print(f"| {kind} | {how} | {clients} | {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |")
-    print(json.dumps([dict(zip(("query", "how", "clients", "rps", "p50_ms", "p99_ms", "errors"), r)) for r in rows]),
-          file=sys.stderr)
+    print(
+        json.dumps(
+            [dict(zip(("query", "how", "clients", "rps", "p50_ms", "p99_ms", "errors"), r)) for r in rows]
+        ),
+        file=sys.stderr,
+    )
     if tmp is not None:
         tmp.cleanup()
 

@@ -21,12 +21,15 @@ def synthetic_collection(db: Path, n: int, seed: int = 0) -> str:
         store.set_meta(image_model="efficientnet-lite0", image_model_name="lite0")
         for start in range(store.count(), n, 1000):
             count = min(1000, n - start)
-            features = np.abs(rng.normal(size=(count, 1280))).astype(np.float32)  # pooled ReLU6 features are >= 0
+            features = np.abs(rng.normal(size=(count, 1280))).astype(
+                np.float32
+            )  # pooled ReLU6 features are >= 0
             features /= np.linalg.norm(features, axis=1, keepdims=True)
             logits = rng.normal(scale=2.5, size=(count, 1000)).astype(np.float32)
             first = store.append_vectors({IMAGE_SPACE: features, LOGIT_SPACE: logits})
             store.upsert(
-                (f"/synthetic/{start + i:06d}.jpg", 1, 1, f"{start + i:064x}", None, first + i) for i in range(count)
+                (f"/synthetic/{start + i:06d}.jpg", 1, 1, f"{start + i:064x}", None, first + i)
+                for i in range(count)
             )
     with Collection(db, writable=True) as collection:
         collection.save_index()

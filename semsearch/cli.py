@@ -204,7 +204,9 @@ def demo(db: Path | None, as_json: bool) -> None:
         both = str(photos / "cat-and-coffee.jpg")
         sections: dict[str, Any] = {
             "index": report.to_dict(),
-            "similar to chelsea.jpg": [h.to_dict() for h in collection.similar(str(photos / "chelsea.jpg"), k=3)],
+            "similar to chelsea.jpg": [
+                h.to_dict() for h in collection.similar(str(photos / "chelsea.jpg"), k=3)
+            ],
             "similar to cat-and-coffee.jpg, focus 'tabby cat'": [
                 h.to_dict() for h in collection.similar(both, k=3, focus="tabby cat")
             ],

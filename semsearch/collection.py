@@ -131,7 +131,7 @@ class Collection:
 
     # --- models (loaded only when a query or an index run needs them) ------------------------------
     @cached_property
-    def encoder(self):  # noqa: ANN201 - ImageEncoder, imported lazily to keep start-up fast
+    def encoder(self):
         from semsearch.encoders.image import load_encoder
 
         return load_encoder(self.model_name)
@@ -159,7 +159,9 @@ class Collection:
             seen.add(cand.path)
             suffix = os.path.splitext(cand.path)[1].lower()
             if suffix not in SUPPORTED_SUFFIXES:
-                report.skipped_files.append((cand.path, f"unsupported file type ({suffix or 'no extension'})"))
+                report.skipped_files.append(
+                    (cand.path, f"unsupported file type ({suffix or 'no extension'})")
+                )
                 continue
             old = records.get(cand.path)
             if old is not None and (old.size, old.mtime_ns) == (cand.size, cand.mtime_ns):
@@ -236,7 +238,9 @@ class Collection:
         if "image_model" not in meta:
             self.store.set_meta(image_model=identity, image_model_name=self.model_name)
         elif meta["image_model"] != identity:
-            raise CollectionError(f"collection {self.root} was made with {meta['image_model']}, not {identity}")
+            raise CollectionError(
+                f"collection {self.root} was made with {meta['image_model']}, not {identity}"
+            )
 
     # --- nearest-neighbour indexes (image features, joint space), saved with the collection --------
     def _index_path(self, space: str) -> Path:
@@ -247,7 +251,9 @@ class Collection:
     def _vectors(self, space: str, rows: np.ndarray) -> np.ndarray:
         """Vectors of catalog rows in a space; joint vectors are derived from stored ones, never the CNN."""
         if space == JOINT_SPACE:
-            return self._embed_joint(self.store.vectors_at(IMAGE_SPACE, rows), self.store.vectors_at(LOGIT_SPACE, rows))
+            return self._embed_joint(
+                self.store.vectors_at(IMAGE_SPACE, rows), self.store.vectors_at(LOGIT_SPACE, rows)
+            )
         return self.store.vectors_at(space, rows)
 
     def save_index(self) -> None:
@@ -259,7 +265,7 @@ class Collection:
             path.parent.mkdir(exist_ok=True)
             self.vector_index(space).save(path)
 
-    def vector_index(self, space: str):  # noqa: ANN202 - VectorIndex
+    def vector_index(self, space: str):
         """The saved index of a space, reconciled with the catalog (a crash may have left it behind)."""
         from semsearch.index import VectorIndex
 
@@ -307,7 +313,9 @@ class Collection:
         features, logits = self.encoder.encode(pixels[None])
         return features[0], logits[0], None
 
-    def similar(self, image: str | Path | bytes | int, k: int = 10, focus: str | int | None = None) -> list[Hit]:
+    def similar(
+        self, image: str | Path | bytes | int, k: int = 10, focus: str | int | None = None
+    ) -> list[Hit]:
         """Nearest images to a photo; with `focus`, features are re-weighted by one ImageNet class."""
         if k < 1:
             raise EmptyQueryError("k must be at least 1")
@@ -331,7 +339,7 @@ class Collection:
         top = np.argsort(-scores)[:k]
         return [(int(snap.ids[i]), float(scores[i])) for i in top]
 
-    def _hits(self, pairs, k: int) -> list[Hit]:  # noqa: ANN001 - iterable of (id, score)
+    def _hits(self, pairs, k: int) -> list[Hit]:
         """Ranked hits for (id, score) pairs, best first, skipping ids no longer in the catalog."""
         pairs = list(pairs)
         paths = self.store.paths_of([image_id for image_id, _ in pairs])
@@ -343,14 +351,14 @@ class Collection:
 
     # --- the joint image-word space (ConSE by default, or a trained head) --------------------------
     @cached_property
-    def space(self):  # noqa: ANN201 - TextSpace
+    def space(self):
         """The text space queries and tags live in: GloVe words unless the collection says otherwise."""
         from semsearch.encoders.text import load_text_space
 
         return load_text_space(self.store.meta().get("text_model", "glove"))
 
     @cached_property
-    def joint(self):  # noqa: ANN201 - ConSE or JointHead
+    def joint(self):
         """Maps stored image vectors into the text space: a trained head if one was set, else ConSE."""
         model = self.store.meta().get("joint_model")
         if model:
@@ -359,7 +367,9 @@ class Collection:
 
             head = JointHead.load(Path(model))
             if head.space_identity != self.space.identity:
-                raise ModelError(f"joint model {model} was trained for {head.space_identity}, not {self.space.identity}")
+                raise ModelError(
+                    f"joint model {model} was trained for {head.space_identity}, not {self.space.identity}"
+                )
             return head
         from semsearch.encoders.joint import ConSE
 
@@ -390,7 +400,7 @@ class Collection:
 
         notes: list[str] = []
 
-        def embed(term) -> np.ndarray:  # noqa: ANN001 - query.Term
+        def embed(term) -> np.ndarray:
             if term.image is not None:
                 features, logits, _ = self.query_vector(term.image)
                 return self._embed_joint(features[None], logits[None])[0]
@@ -403,7 +413,9 @@ class Collection:
     def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         """Images nearest to a joint-space vector."""
         ids, scores = self.vector_index(JOINT_SPACE).search(vector[None], k)
-        return self._hits(((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k)
+        return self._hits(
+            ((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k
+        )
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """Text → images (words, phrases, mixed text/image queries) in the joint space."""

@@ -56,7 +56,9 @@ def text_precision(
     return out
 
 
-def tag_hit_rate(tag_lists: Sequence[Sequence[str]], labels: Sequence[str], tokenize: Callable[[str], list[str]]) -> float:
+def tag_hit_rate(
+    tag_lists: Sequence[Sequence[str]], labels: Sequence[str], tokenize: Callable[[str], list[str]]
+) -> float:
     """Share of images whose tags include any word of their true label ('soccer_ball' → soccer, ball)."""
     hits = [bool(set(tags) & set(tokenize(lab))) for tags, lab in zip(tag_lists, labels, strict=True)]
     return float(np.mean(hits)) if hits else float("nan")
@@ -98,22 +100,23 @@ def evaluate(
             held_set = set(held)
             rows = [i for i, lab in enumerate(labels) if lab in held_set]
             result["tag_hit_rate@5_heldout"] = round(
-                tag_hit_rate([tag_lists[i] for i in rows], [labels[i] for i in rows], tokenize), 4)
+                tag_hit_rate([tag_lists[i] for i in rows], [labels[i] for i in rows], tokenize), 4
+            )
     result["per_class_text_precision"] = {c: round(v, 4) for c, v in per_class.items()}
     return result
 
 
 def evaluate_folder(
-    folder,  # noqa: ANN001 - Path
+    folder,
     text_model: str = "glove",
-    joint_model=None,  # noqa: ANN001 - Path | None
+    joint_model=None,
     k: int = 10,
-    progress=None,  # noqa: ANN001
+    progress=None,
 ) -> dict[str, object]:
     """Embed (cached) a labelled folder and evaluate ConSE or a trained head on it."""
     from semsearch.encoders.head import JointHead
-    from semsearch.encoders.text import load_text_space
     from semsearch.encoders.joint import ConSE, tags, top_probabilities
+    from semsearch.encoders.text import load_text_space
     from semsearch.encoders.words import tokenize
     from semsearch.errors import SemsearchError
     from semsearch.train import TrainingError, embed_folder
@@ -145,7 +148,17 @@ def evaluate_folder(
             v = None
         if v is not None:
             class_vectors[name] = np.asarray(v, np.float32)
-    tag_lists = [[w for w, _ in row] for row in tags(joint, 5, space=space, probabilities=top_probabilities(logits))]
-    result = evaluate(features, labels, joint, class_vectors, tag_lists, tokenize,
-                      trained_classes=head.classes if head is not None and head.classes else None, k=k)
+    tag_lists = [
+        [w for w, _ in row] for row in tags(joint, 5, space=space, probabilities=top_probabilities(logits))
+    ]
+    result = evaluate(
+        features,
+        labels,
+        joint,
+        class_vectors,
+        tag_lists,
+        tokenize,
+        trained_classes=head.classes if head is not None and head.classes else None,
+        k=k,
+    )
     return {"folder": str(folder), "mapping": mapping, "text_model": space.identity, **result}

@@ -24,7 +24,6 @@ The index knows nothing of files or images.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import zipfile
@@ -36,7 +35,7 @@ import numpy as np
 
 from .errors import CollectionError
 
-__all__ = ["VectorIndex", "DEFAULT_ANN_THRESHOLD"]
+__all__ = ["DEFAULT_ANN_THRESHOLD", "VectorIndex"]
 
 #: Live vectors above which the ANN backend takes over. Chosen for result quality within a latency
 #: budget, not for the speed crossover: ``python bench/ann.py --methods threshold`` (1,280-d, one query,
@@ -224,7 +223,7 @@ class _HnswBackend(_Backend):
         return idx
 
     @classmethod
-    def build(cls, store: _Store, **kw) -> "_HnswBackend":
+    def build(cls, store: _Store, **kw) -> _HnswBackend:
         b = cls(store, **kw)
         live = store.live_slots()
         b.index = b._new_index(int(len(live) * 1.25))
@@ -295,7 +294,7 @@ class _HnswBackend(_Backend):
         return {"hnsw_graph": blob, "hnsw_label_slot": self.label_slot[: self.next_label]}
 
     @classmethod
-    def from_state(cls, store: _Store, arrays: dict[str, np.ndarray], **kw) -> "_HnswBackend":
+    def from_state(cls, store: _Store, arrays: dict[str, np.ndarray], **kw) -> _HnswBackend:
         b = cls(store, **kw)
         with tempfile.TemporaryDirectory() as tmp:
             f = os.path.join(tmp, "hnsw.bin")
@@ -351,7 +350,7 @@ class _ScannBackend(_Backend):
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def build(cls, store: _Store, **kw) -> "_ScannBackend":
+    def build(cls, store: _Store, **kw) -> _ScannBackend:
         b = cls(store, **kw)
         b._train()
         return b
@@ -389,8 +388,10 @@ class _ScannBackend(_Backend):
         return max(1, min(self.leaves, want))
 
     def describe(self) -> str:
-        return (f"leaves={self.leaves} search={self.leaves_to_search} AH{self.DIMS_PER_BLOCK} "
-                f"soar={self.SOAR_LAMBDA} reorder={self.REORDER}")
+        return (
+            f"leaves={self.leaves} search={self.leaves_to_search} AH{self.DIMS_PER_BLOCK} "
+            f"soar={self.SOAR_LAMBDA} reorder={self.REORDER}"
+        )
 
     # -- updates --------------------------------------------------------------------------
     def add(self, slots, vectors, replaced) -> None:
@@ -405,8 +406,11 @@ class _ScannBackend(_Backend):
             self._train()  # the store already holds the new vectors
             return
         done = np.asarray(
-            self.searcher.upsert([None] * len(slots), np.ascontiguousarray(vectors, dtype=np.float32),
-                                 max(1, min(len(slots), 1024))),
+            self.searcher.upsert(
+                [None] * len(slots),
+                np.ascontiguousarray(vectors, dtype=np.float32),
+                max(1, min(len(slots), 1024)),
+            ),
             dtype=np.int64,
         )
         if len(self.pos_slot) < self.searcher.size():
@@ -447,7 +451,8 @@ class _ScannBackend(_Backend):
                 self.searcher.set_num_threads(self.threads if self.threads > 0 else (os.cpu_count() or 1))
             try:
                 idx, dist = self.searcher.search_batched(
-                    queries, fetch, pre, self.leaves_to_search, par, 256 if par else 0)
+                    queries, fetch, pre, self.leaves_to_search, par, 256 if par else 0
+                )
             finally:
                 if par:
                     self.searcher.set_num_threads(1)
@@ -476,7 +481,7 @@ class _ScannBackend(_Backend):
         return out
 
     @classmethod
-    def from_state(cls, store: _Store, arrays: dict[str, np.ndarray], **kw) -> "_ScannBackend":
+    def from_state(cls, store: _Store, arrays: dict[str, np.ndarray], **kw) -> _ScannBackend:
         b = cls(store, **kw)
         with tempfile.TemporaryDirectory() as tmp:
             for key, arr in arrays.items():
@@ -645,7 +650,7 @@ class VectorIndex:
             raise
 
     @classmethod
-    def load(cls, path: Path, **kw) -> "VectorIndex":
+    def load(cls, path: Path, **kw) -> VectorIndex:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:

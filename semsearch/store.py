@@ -134,7 +134,8 @@ class Store:
             current = int(self.meta().get("schema_version", SCHEMA_VERSION))
             # Future migrations go here: `if current < 2: ALTER TABLE ...`.
             self.db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(max(current, SCHEMA_VERSION)),)
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                (str(max(current, SCHEMA_VERSION)),),
             )
 
     def close(self) -> None:
@@ -215,7 +216,9 @@ class Store:
             if space not in spaces:
                 self.set_meta(**{f"dim.{space}": str(array.shape[1])})
             elif spaces[space] != array.shape[1]:
-                raise CollectionError(f"{space} vectors have {array.shape[1]} dims, collection has {spaces[space]}")
+                raise CollectionError(
+                    f"{space} vectors have {array.shape[1]} dims, collection has {spaces[space]}"
+                )
             path = self._vector_path(space, generation)
             with open(path, "ab") as f:
                 if f.tell() != first * array.shape[1] * 4:
@@ -234,7 +237,9 @@ class Store:
 
     def skipped(self) -> dict[str, tuple[int, int, str]]:
         """Known-bad files by path: (size, mtime_ns, reason), so unchanged ones are not decoded again."""
-        return {p: (s, m, r) for p, s, m, r in self.db.execute("SELECT path, size, mtime_ns, reason FROM skipped")}
+        return {
+            p: (s, m, r) for p, s, m, r in self.db.execute("SELECT path, size, mtime_ns, reason FROM skipped")
+        }
 
     def upsert(self, records: Iterable[tuple[str, int, int, str, str | None, int]]) -> None:
         """Insert images (path, size, mtime_ns, sha256, label, row) in one transaction.
@@ -254,7 +259,9 @@ class Store:
     def touch(self, updates: Iterable[tuple[str, int, int]]) -> None:
         """Record a new size/mtime for files whose content hash did not change."""
         with self.transaction() as db:
-            db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?", [(s, m, p) for p, s, m in updates])
+            db.executemany(
+                "UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?", [(s, m, p) for p, s, m in updates]
+            )
 
     def remove(self, paths: Iterable[str]) -> None:
         with self.transaction() as db:
@@ -288,7 +295,9 @@ class Store:
                 f.flush()
                 os.fsync(f.fileno())
         with self.transaction() as db:
-            db.execute("CREATE TEMP TABLE remap AS SELECT id, ROW_NUMBER() OVER (ORDER BY row) - 1 AS r FROM images")
+            db.execute(
+                "CREATE TEMP TABLE remap AS SELECT id, ROW_NUMBER() OVER (ORDER BY row) - 1 AS r FROM images"
+            )
             db.execute("UPDATE images SET row = (SELECT r FROM remap WHERE remap.id = images.id)")
             db.execute("DROP TABLE remap")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(new),))

@@ -43,7 +43,9 @@ def render_thumbnail(source: Path, size: int = THUMB_SIZE) -> bytes:
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
                 if img.mode not in ("RGB", "RGBA"):
-                    img = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
+                    img = img.convert(
+                        "RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"
+                    )
                 img.thumbnail((size, size), Image.Resampling.LANCZOS)
                 out = io.BytesIO()
                 img.save(out, format="WEBP", quality=THUMB_QUALITY, method=4)

@@ -59,8 +59,9 @@ def cache_collection(folder: Path) -> Path:
     return cache_dir() / "train" / hashlib.sha1(str(folder).encode()).hexdigest()[:16]
 
 
-def embed_folder(folder: Path, progress: Callable[[int, int], None] | None = None,
-                 model: str = "lite0") -> Embedded:
+def embed_folder(
+    folder: Path, progress: Callable[[int, int], None] | None = None, model: str = "lite0"
+) -> Embedded:
     """Embed every image under `folder` once (cached, incremental) and return its vectors and labels."""
     from semsearch.collection import IMAGE_SPACE, LOGIT_SPACE, Collection
 
@@ -105,7 +106,7 @@ def class_halves(labels: list[str | None], half: str) -> list[str]:
 # ---------------------------------------------------------------------------------------- the head
 
 
-def _build(feature_dim: int, dim: int, hidden: int = HIDDEN, dropout: float = DROPOUT):  # noqa: ANN202
+def _build(feature_dim: int, dim: int, hidden: int = HIDDEN, dropout: float = DROPOUT):
     import torch.nn as nn
 
     return nn.Sequential(
@@ -117,18 +118,22 @@ def _build(feature_dim: int, dim: int, hidden: int = HIDDEN, dropout: float = DR
     )
 
 
-def _arrays(net) -> dict[str, np.ndarray]:  # noqa: ANN001 - nn.Sequential from _build
+def _arrays(net) -> dict[str, np.ndarray]:
     lin1, bn, _, _, lin2 = net
     t = lambda x: x.detach().cpu().numpy().astype(np.float32)  # noqa: E731
     return {
-        "w1": t(lin1.weight), "b1": t(lin1.bias),
-        "bn_mean": t(bn.running_mean), "bn_var": t(bn.running_var),
-        "bn_gamma": t(bn.weight), "bn_beta": t(bn.bias),
-        "w2": t(lin2.weight), "b2": t(lin2.bias),
+        "w1": t(lin1.weight),
+        "b1": t(lin1.bias),
+        "bn_mean": t(bn.running_mean),
+        "bn_var": t(bn.running_var),
+        "bn_gamma": t(bn.weight),
+        "bn_beta": t(bn.bias),
+        "w2": t(lin2.weight),
+        "b2": t(lin2.bias),
     }
 
 
-def _loss(pred, target, image_ids, target_ids, kind: str):  # noqa: ANN001, ANN202 - torch tensors
+def _loss(pred, target, image_ids, target_ids, kind: str):
     import torch
     import torch.nn.functional as F
 
@@ -140,7 +145,7 @@ def _loss(pred, target, image_ids, target_ids, kind: str):  # noqa: ANN001, ANN2
     positive = (image_ids[:, None] == image_ids[None, :]) | (target_ids[:, None] == target_ids[None, :])
     neg_inf = torch.finfo(sims.dtype).min
 
-    def direction(s):  # noqa: ANN001, ANN202
+    def direction(s):
         return -(torch.logsumexp(s.masked_fill(~positive, neg_inf), 1) - torch.logsumexp(s, 1)).mean()
 
     return (direction(sims) + direction(sims.T)) / 2
@@ -200,8 +205,13 @@ def fit_head(
         raise TrainingError("too few images to split into training and validation sets")
 
     X = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    T = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)), dim=-1)
-    I, G = torch.from_numpy(image_ids.astype(np.int64)), torch.from_numpy(target_ids.astype(np.int64))
+    T = torch.nn.functional.normalize(
+        torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)), dim=-1
+    )
+    image_index, G = (
+        torch.from_numpy(image_ids.astype(np.int64)),
+        torch.from_numpy(target_ids.astype(np.int64)),
+    )
     train_idx = np.flatnonzero(~is_val)
     val_idx = torch.from_numpy(np.flatnonzero(is_val))
     net = _build(X.shape[1], T.shape[1])
@@ -213,10 +223,10 @@ def fit_head(
         order = torch.from_numpy(rng.permutation(train_idx))
         total, batches = 0.0, 0
         for b in range(0, len(order), batch_size):
-            idx = order[b: b + batch_size]
+            idx = order[b : b + batch_size]
             if len(idx) < 2:
                 continue
-            value = _loss(net(X[idx]), T[idx], I[idx], G[idx], loss)
+            value = _loss(net(X[idx]), T[idx], image_index[idx], G[idx], loss)
             opt.zero_grad()
             value.backward()
             opt.step()
@@ -224,7 +234,7 @@ def fit_head(
         sched.step()
         net.eval()
         with torch.no_grad():
-            val = float(_loss(net(X[val_idx]), T[val_idx], I[val_idx], G[val_idx], loss))
+            val = float(_loss(net(X[val_idx]), T[val_idx], image_index[val_idx], G[val_idx], loss))
         train_loss = total / max(batches, 1)
         history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "val_loss": round(val, 5)})
         marker = ""
@@ -277,10 +287,16 @@ class TrainReport:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "out": self.out, "source": self.source, "text_model": self.text_model, "loss": self.loss,
-            "images": self.images, "classes": self.train_targets, "skipped_labels": self.skipped_labels,
+            "out": self.out,
+            "source": self.source,
+            "text_model": self.text_model,
+            "loss": self.loss,
+            "images": self.images,
+            "classes": self.train_targets,
+            "skipped_labels": self.skipped_labels,
             "skipped_images": [{"path": p, "reason": r} for p, r in self.skipped_images],
-            "best_epoch": self.best_epoch, "best_val_loss": round(self.best_val_loss, 6),
+            "best_epoch": self.best_epoch,
+            "best_val_loss": round(self.best_val_loss, 6),
             "seconds": round(self.seconds, 2),
         }
 
@@ -301,8 +317,8 @@ def train(
 ) -> TrainReport:
     """Train a head from a labelled folder or a captions TSV and save it to `out` (atomically)."""
     from semsearch.encoders.head import save_head
-    from semsearch.encoders.text import load_text_space
     from semsearch.encoders.joint import class_vectors
+    from semsearch.encoders.text import load_text_space
 
     source = Path(source).expanduser().absolute()
     out = Path(out).expanduser().absolute()
@@ -388,17 +404,26 @@ def train(
         image_model = data.image_model
         skipped_images = data.skipped + [(p, "not found or not a readable image") for p in missing]
         train_targets = []
-    say(f"training on {len(np.unique(image_ids))} images, {len(np.unique(target_ids))} targets, "
-        f"{space.identity}, {loss} loss, {epochs} epochs")
+    say(
+        f"training on {len(np.unique(image_ids))} images, {len(np.unique(target_ids))} targets, "
+        f"{space.identity}, {loss} loss, {epochs} epochs"
+    )
     fit = fit_head(features, targets, image_ids, target_ids, loss=loss, epochs=epochs, seed=seed, log=say)
     arrays = dict(fit.arrays)
     if conse_weight > 0:
         arrays["class_vectors"] = class_vectors(space)
     fingerprint = hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in fit.arrays.values()))
     report = TrainReport(
-        out=str(out), source=str(source), text_model=space.identity, loss=loss,
-        images=int(len(np.unique(image_ids))), train_targets=train_targets, skipped_labels=skipped_labels,
-        skipped_images=skipped_images, best_epoch=fit.best_epoch, best_val_loss=fit.best_val_loss,
+        out=str(out),
+        source=str(source),
+        text_model=space.identity,
+        loss=loss,
+        images=len(np.unique(image_ids)),
+        train_targets=train_targets,
+        skipped_labels=skipped_labels,
+        skipped_images=skipped_images,
+        best_epoch=fit.best_epoch,
+        best_val_loss=fit.best_val_loss,
         seconds=fit.seconds,
     )
     meta = {

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_server import build_collection  # same small real collection as the API tests
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -62,8 +61,14 @@ def driver():
 
     options = Options()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000", "--hide-scrollbars"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--hide-scrollbars",
+    ):
         options.add_argument(arg)
     d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     d.set_page_load_timeout(30)
@@ -125,7 +130,11 @@ def test_search_upload_detail_in_browser(server, driver, browser_collection, tmp
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#detail-tags li.tag")) > 0)
     tags = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#detail-tags li.tag")]
     assert all(tags)
-    wait.until(lambda d: d.execute_script("const i = document.getElementById('detail-img'); return i.complete && i.naturalWidth > 0"))
+    wait.until(
+        lambda d: d.execute_script(
+            "const i = document.getElementById('detail-img'); return i.complete && i.naturalWidth > 0"
+        )
+    )
     detail = tmp_path / "detail.png"
     driver.save_screenshot(str(detail))
     assert _non_blank(detail) > 100

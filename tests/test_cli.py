@@ -17,7 +17,10 @@ import pytest
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "semsearch.cli", *args],
-        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -33,7 +36,12 @@ def test_index_json_report_and_similar_json(small_photos):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert {k: report[k] for k in ("added", "updated", "unchanged", "removed", "skipped")} == {
-        "added": 12, "updated": 0, "unchanged": 0, "removed": 0, "skipped": 1}
+        "added": 12,
+        "updated": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "skipped": 1,
+    }
     assert report["skipped_files"][0]["path"].endswith("broken.jpg") and report["skipped_files"][0]["reason"]
 
     query = sorted((small_photos / "soccer_ball").iterdir())[0]
@@ -98,17 +106,25 @@ def test_queries_on_indexed_photos_never_load_the_cnn(small_photos):
         "except SystemExit: pass\n"
         "print('HEAVY', sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules), file=sys.stderr)\n"
     )
-    for args in (["similar", str(query), "--db", str(db)], ["words", "cat"],
-                 ["similar", str(query), "--db", str(db), "--focus", "laptop"]):
-        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+    for args in (
+        ["similar", str(query), "--db", str(db)],
+        ["words", "cat"],
+        ["similar", str(query), "--db", str(db), "--focus", "laptop"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         assert "HEAVY []" in done.stderr, (args, done.stderr)
 
 
 def test_kill_9_during_indexing_leaves_a_working_collection(caltech, tmp_path):
     db = tmp_path / "db"
-    proc = subprocess.Popen([sys.executable, "-m", "semsearch.cli", "index", str(caltech), "--db", str(db)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "semsearch.cli", "index", str(caltech), "--db", str(db)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         time.sleep(0.2)

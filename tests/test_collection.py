@@ -62,12 +62,19 @@ def _write_bad_files(folder: Path, good: Path) -> dict[str, str]:
     """Bad files of every kind, with a word their skip reason must contain."""
     data = good.read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    (folder / "corrupt.jpg").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)))
+    (folder / "corrupt.jpg").write_bytes(
+        bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8))
+    )
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.jpg").write_text("just some text, not a photo")
     Image.new("1", (20000, 20000)).save(folder / "bomb.png")  # 400 Mpx, a few KB on disk
-    return {"truncated.jpg": "truncated", "corrupt.jpg": "", "empty.png": "empty",
-            "notes.jpg": "", "bomb.png": "large"}
+    return {
+        "truncated.jpg": "truncated",
+        "corrupt.jpg": "",
+        "empty.png": "empty",
+        "notes.jpg": "",
+        "bomb.png": "large",
+    }
 
 
 def test_bad_files_are_skipped_with_reasons_and_the_rest_is_indexed(small_photos):

@@ -32,8 +32,9 @@ def test_tag_hit_rate_uses_label_words():
 
 def test_evaluate_splits_trained_and_held_out():
     joint = np.eye(3, dtype=np.float32)
-    result = evaluate(joint, ["a", "b", "c"], joint, {n: joint[i] for i, n in enumerate("abc")},
-                      trained_classes=["a"], k=1)
+    result = evaluate(
+        joint, ["a", "b", "c"], joint, {n: joint[i] for i, n in enumerate("abc")}, trained_classes=["a"], k=1
+    )
     assert result["text_precision@1_trained"] == 1.0 and result["text_precision@1_heldout"] == 1.0
     assert result["trained_classes"] == 1 and result["heldout_classes"] == 2
 

@@ -28,7 +28,9 @@ def chelsea_logits():
 
     from semsearch.encoders.image import load_encoder
 
-    pixels = np.asarray(Image.fromarray(skimage.data.chelsea()).convert("RGB").resize((224, 224), Image.BILINEAR))
+    pixels = np.asarray(
+        Image.fromarray(skimage.data.chelsea()).convert("RGB").resize((224, 224), Image.BILINEAR)
+    )
     _, logits = load_encoder("lite0", runtime="torch").encode(pixels[None])
     return logits
 

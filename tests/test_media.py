@@ -28,9 +28,17 @@ def _asymmetric() -> np.ndarray:
 
 @pytest.mark.parametrize(
     "suffix, fmt, mode",
-    [(".jpg", "JPEG", "RGB"), (".jpeg", "JPEG", "L"), (".png", "PNG", "RGBA"), (".png", "PNG", "P"),
-     (".webp", "WEBP", "RGB"), (".gif", "GIF", "P"), (".bmp", "BMP", "RGB"), (".tif", "TIFF", "CMYK"),
-     (".tiff", "TIFF", "RGB")],
+    [
+        (".jpg", "JPEG", "RGB"),
+        (".jpeg", "JPEG", "L"),
+        (".png", "PNG", "RGBA"),
+        (".png", "PNG", "P"),
+        (".webp", "WEBP", "RGB"),
+        (".gif", "GIF", "P"),
+        (".bmp", "BMP", "RGB"),
+        (".tif", "TIFF", "CMYK"),
+        (".tiff", "TIFF", "RGB"),
+    ],
 )
 def test_formats_decode(tmp_path: Path, suffix: str, fmt: str, mode: str) -> None:
     img = Image.fromarray(CHELSEA)

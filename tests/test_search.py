@@ -18,7 +18,10 @@ def _classes(hits) -> Counter:
 
 def test_parse_query_terms_weights_and_signs():
     assert parse_query("cat + ./photo.jpg - grass") == [
-        Term(1.0, text="cat"), Term(1.0, image="./photo.jpg"), Term(-1.0, text="grass")]
+        Term(1.0, text="cat"),
+        Term(1.0, image="./photo.jpg"),
+        Term(-1.0, text="grass"),
+    ]
     assert parse_query("2:beach - 0.5:people") == [Term(2.0, text="beach"), Term(-0.5, text="people")]
     assert parse_query("a t-shirt on a chair") == [Term(1.0, text="a t-shirt on a chair")]
     assert parse_query("-grass") == [Term(-1.0, text="grass")]
@@ -27,8 +30,9 @@ def test_parse_query_terms_weights_and_signs():
             parse_query(empty)
 
 
-@pytest.mark.parametrize("word, label", [("crocodile", "crocodile"), ("saxophone", "saxophone"),
-                                         ("flamingo", "flamingo_head")])
+@pytest.mark.parametrize(
+    "word, label", [("crocodile", "crocodile"), ("saxophone", "saxophone"), ("flamingo", "flamingo_head")]
+)
 def test_a_class_name_finds_its_photos(caltech_collection, word, label):
     with Collection(caltech_collection) as c:
         hits = c.search(word, k=10)

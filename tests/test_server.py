@@ -23,7 +23,9 @@ TRAVERSALS = ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e/%2e%2e/etc/p
 has_search = pytest.mark.skipif(
     not hasattr(Collection, "search"), reason="Collection.search (text → images) has not landed yet"
 )
-has_tags = pytest.mark.skipif(not hasattr(Collection, "tags"), reason="Collection.tags (image → words) has not landed yet")
+has_tags = pytest.mark.skipif(
+    not hasattr(Collection, "tags"), reason="Collection.tags (image → words) has not landed yet"
+)
 
 
 def build_collection(tmp_path_factory) -> tuple[Path, Path]:
@@ -97,9 +99,19 @@ def test_health_stats_classes_schema(client, ids):
     classes = client.get("/api/classes").json()
     assert len(classes) == 1000 and classes[0] == {"index": 0, "name": classes[0]["name"]}
     schema = client.get("/openapi.json").json()
-    for path in ("/api/search", "/api/similar/{image_id}", "/api/similar", "/api/images/{image_id}/tags",
-                 "/api/words", "/api/classes", "/api/images/{image_id}/thumb", "/api/images/{image_id}/original",
-                 "/api/stats", "/api/health", "/api/map"):
+    for path in (
+        "/api/search",
+        "/api/similar/{image_id}",
+        "/api/similar",
+        "/api/images/{image_id}/tags",
+        "/api/words",
+        "/api/classes",
+        "/api/images/{image_id}/thumb",
+        "/api/images/{image_id}/original",
+        "/api/stats",
+        "/api/health",
+        "/api/map",
+    ):
         assert path in schema["paths"], path
 
 
@@ -131,18 +143,24 @@ def test_similar_with_focus(client, ids):
 
 
 def test_similar_by_upload_raw_and_multipart(client, photo_bytes):
-    raw = client.post("/api/similar", params={"k": 3}, content=photo_bytes, headers={"content-type": "image/jpeg"})
+    raw = client.post(
+        "/api/similar", params={"k": 3}, content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
     assert raw.status_code == 200, raw.text
     _check_rows(raw.json(), {"rank", "id", "path", "score"})
     assert raw.json()[0]["score"] > 0.99  # the same photo is in the collection
-    form = client.post("/api/similar", params={"k": 3}, files={"file": ("x.jpg", io.BytesIO(photo_bytes), "image/jpeg")})
+    form = client.post(
+        "/api/similar", params={"k": 3}, files={"file": ("x.jpg", io.BytesIO(photo_bytes), "image/jpeg")}
+    )
     assert form.status_code == 200 and form.json() == raw.json()
 
 
 def test_upload_bad_cases(client, db):
     from semsearch.server.app import create_app
 
-    not_image = client.post("/api/similar", content=b"this is not an image", headers={"content-type": "image/png"})
+    not_image = client.post(
+        "/api/similar", content=b"this is not an image", headers={"content-type": "image/png"}
+    )
     assert not_image.status_code == 400 and "image" in not_image.json()["detail"]
     truncated = client.post("/api/similar", content=b"\xff\xd8\xff\xe0" + b"\0" * 100)
     assert truncated.status_code == 400
@@ -213,10 +231,17 @@ def test_image_info_thumb_original(client, db, ids):
 
 def test_unknown_ids_are_404(client, ids):
     missing = max(ids) + 1000
-    for url in (f"/api/similar/{missing}", f"/api/images/{missing}", f"/api/images/{missing}/thumb",
-                f"/api/images/{missing}/original", f"/api/images/{missing}/tags"):
+    for url in (
+        f"/api/similar/{missing}",
+        f"/api/images/{missing}",
+        f"/api/images/{missing}/thumb",
+        f"/api/images/{missing}/original",
+        f"/api/images/{missing}/tags",
+    ):
         response = client.get(url)
-        assert response.status_code in (404, 501) if url.endswith("tags") else response.status_code == 404, url
+        assert response.status_code in (404, 501) if url.endswith("tags") else response.status_code == 404, (
+            url
+        )
     assert client.get("/api/images/-1/thumb").status_code == 422
     assert client.get("/api/images/abc/thumb").status_code == 422
 
@@ -252,9 +277,19 @@ def test_token_required_on_every_api_call(db, ids, photo_bytes):
     from semsearch.server.app import create_app
 
     with TestClient(create_app(db, token="s3cret")) as c:
-        urls = ["/api/health", "/api/stats", "/api/classes", f"/api/similar/{ids[0]}", f"/api/images/{ids[0]}",
-                f"/api/images/{ids[0]}/thumb", f"/api/images/{ids[0]}/original", f"/api/images/{ids[0]}/tags",
-                "/api/words?q=cat", "/api/search?q=cat", "/api/map"]
+        urls = [
+            "/api/health",
+            "/api/stats",
+            "/api/classes",
+            f"/api/similar/{ids[0]}",
+            f"/api/images/{ids[0]}",
+            f"/api/images/{ids[0]}/thumb",
+            f"/api/images/{ids[0]}/original",
+            f"/api/images/{ids[0]}/tags",
+            "/api/words?q=cat",
+            "/api/search?q=cat",
+            "/api/map",
+        ]
         for url in urls:
             assert c.get(url).status_code == 401, url
             assert c.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401, url
@@ -265,7 +300,9 @@ def test_token_required_on_every_api_call(db, ids, photo_bytes):
         assert c.get("/api/health", headers=ok).status_code == 200
         assert c.get(f"/api/similar/{ids[0]}", headers=ok).status_code == 200
         assert c.post("/api/similar", content=photo_bytes, headers=ok).status_code == 200
-        assert c.get(f"/api/images/{ids[0]}/thumb", params={"token": "s3cret"}).status_code == 200  # for <img>
+        assert (
+            c.get(f"/api/images/{ids[0]}/thumb", params={"token": "s3cret"}).status_code == 200
+        )  # for <img>
         assert c.get("/").status_code == 200  # the page itself holds no data
 
 
@@ -294,7 +331,11 @@ def test_concurrent_reads_during_index_run(served_collection, tmp_path):
     extra = tmp_path / "extra"
     extra.mkdir()
     source = CALTECH / "chair" if CALTECH.is_dir() else None
-    files = sorted(source.iterdir())[:6] if source else sorted(p for p in photos_src.rglob("*") if p.is_file())[:6]
+    files = (
+        sorted(source.iterdir())[:6]
+        if source
+        else sorted(p for p in photos_src.rglob("*") if p.is_file())[:6]
+    )
     for i, f in enumerate(files):
         shutil.copy2(f, extra / f"new{i}{f.suffix}")
     with TestClient(create_app(db)) as client:

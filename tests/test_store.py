@@ -68,9 +68,11 @@ def test_compaction_keeps_vectors_and_frees_space(tmp_path):
 
 
 def test_one_writer_at_a_time(tmp_path):
-    with Store(tmp_path / "db", writable=True, create=True):
-        with pytest.raises(CollectionError, match="being indexed by another process"):
-            Store(tmp_path / "db", writable=True)
+    with (
+        Store(tmp_path / "db", writable=True, create=True),
+        pytest.raises(CollectionError, match="being indexed by another process"),
+    ):
+        Store(tmp_path / "db", writable=True)
 
 
 def test_missing_collection_is_a_clear_error(tmp_path):

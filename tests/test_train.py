@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from semsearch.errors import ModelError, SemsearchError
+from semsearch.errors import ModelError
 from semsearch.evaluate import text_precision
 
 
@@ -39,9 +39,18 @@ def _train_head(features, logits, labels, classes, space, tmp_path, epochs=30, c
     names = sorted(classes)
     vectors = np.stack([space.embed_label(n) for n in names])
     target_ids = np.array([names.index(labels[i]) for i in rows])
-    fit = fit_head(features[rows], vectors[target_ids], np.arange(len(rows)), target_ids, epochs=epochs, seed=0)
-    meta = {"space_identity": space.identity, "image_model": "efficientnet-lite0", "feature_dim": features.shape[1],
-            "dim": vectors.shape[1], "conse_weight": conse_weight, "classes": names, "fingerprint": "test"}
+    fit = fit_head(
+        features[rows], vectors[target_ids], np.arange(len(rows)), target_ids, epochs=epochs, seed=0
+    )
+    meta = {
+        "space_identity": space.identity,
+        "image_model": "efficientnet-lite0",
+        "feature_dim": features.shape[1],
+        "dim": vectors.shape[1],
+        "conse_weight": conse_weight,
+        "classes": names,
+        "fingerprint": "test",
+    }
     path = tmp_path / "head.npz"
     save_head(path, {**fit.arrays, "class_vectors": class_vectors(space)}, meta)
     return JointHead.load(path, space.identity)
@@ -105,7 +114,9 @@ def _good_model(tmp_path):
     from semsearch.train import _arrays, _build
 
     path = tmp_path / "good.npz"
-    save_head(path, _arrays(_build(1280, 50)), {"space_identity": "glove-6b-50d", "feature_dim": 1280, "dim": 50})
+    save_head(
+        path, _arrays(_build(1280, 50)), {"space_identity": "glove-6b-50d", "feature_dim": 1280, "dim": 50}
+    )
     return path
 
 
@@ -142,7 +153,11 @@ def test_cli_refuses_bad_folders_and_keeps_existing_out(caltech, tmp_path, capsy
     (one / "crocodile").mkdir(parents=True)
     for src in sorted((caltech / "crocodile").iterdir())[:2]:
         shutil.copy2(src, one / "crocodile" / src.name)
-    for folder, message in ((empty, "no images"), (one, "at least 2"), (tmp_path / "missing", "does not exist")):
+    for folder, message in (
+        (empty, "no images"),
+        (one, "at least 2"),
+        (tmp_path / "missing", "does not exist"),
+    ):
         with pytest.raises(SystemExit) as info:
             main(["train", str(folder), "--out", str(out), "--json"])
         assert info.value.code != 0
@@ -168,7 +183,19 @@ def test_captions_train_and_eval_end_to_end(caltech, tmp_path, capsys):
             lines.append(f"photos/{name}/{src.name}\t{name.replace('_', ' ')}")
     (tmp_path / "captions.tsv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "cap.npz"
-    main(["train", str(tmp_path / "captions.tsv"), "--out", str(out), "--loss", "infonce", "--epochs", "5", "--json"])
+    main(
+        [
+            "train",
+            str(tmp_path / "captions.tsv"),
+            "--out",
+            str(out),
+            "--loss",
+            "infonce",
+            "--epochs",
+            "5",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 18 and report["loss"] == "infonce" and out.is_file()
     main(["eval", str(photos), "--joint", str(out), "--json"])

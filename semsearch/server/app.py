@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -66,12 +67,14 @@ class _ServedCollection(Collection):
 
     _epoch: _Epoch
 
-    def vector_index(self, space: str):  # noqa: ANN202 - VectorIndex
-        return self._epoch.cached(("index", space), lambda: _BatchedIndex(Collection.vector_index(self, space)))
+    def vector_index(self, space: str):
+        return self._epoch.cached(
+            ("index", space), lambda: _BatchedIndex(Collection.vector_index(self, space))
+        )
 
 
 class _Pending:
-    __slots__ = ("queries", "k", "done", "result", "error", "lead")
+    __slots__ = ("done", "error", "k", "lead", "queries", "result")
 
     def __init__(self, queries: np.ndarray, k: int) -> None:
         self.queries, self.k = queries, k
@@ -92,7 +95,7 @@ class _BatchedIndex:
 
     MAX_BATCH = 64
 
-    def __init__(self, index) -> None:  # noqa: ANN001 - VectorIndex
+    def __init__(self, index) -> None:
         self._index = index
         self._lock = threading.Lock()
         self._waiting: list[_Pending] = []
@@ -131,7 +134,7 @@ class _BatchedIndex:
                 n = len(p.queries)
                 p.result = (ids[row : row + n, : p.k], scores[row : row + n, : p.k])
                 row += n
-        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
+        except BaseException as exc:
             for p in batch:
                 p.error = exc
         with self._lock:
@@ -241,7 +244,7 @@ class Served:
 
 
 @cache
-def _words():  # noqa: ANN202 - WordVectors, loaded once per process
+def _words():
     from semsearch.encoders.words import load_words
 
     return load_words()
@@ -254,7 +257,7 @@ def _record(collection: Collection, image_id: int) -> Record:
     return record
 
 
-def _rows(hits: list) -> list[dict[str, object]]:  # noqa: ANN001
+def _rows(hits: list) -> list[dict[str, object]]:
     return [h.to_dict() for h in hits]
 
 
@@ -298,7 +301,9 @@ def _projection(collection: _ServedCollection) -> dict[str, object]:
         xy = np.zeros((n, 2), dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None]
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     xy = (xy - lo) / np.maximum(hi - lo, 1e-9)
-    points = [{"id": int(i), "x": round(float(x), 5), "y": round(float(y), 5)} for i, (x, y) in zip(snap.ids, xy)]
+    points = [
+        {"id": int(i), "x": round(float(x), 5), "y": round(float(y), 5)} for i, (x, y) in zip(snap.ids, xy)
+    ]
     n_clusters = int(min(16, max(1, round((n / 2) ** 0.5))))
     clusters = []
     if n >= 2:
@@ -327,7 +332,12 @@ def _projection(collection: _ServedCollection) -> dict[str, object]:
                     votes[record.label.replace("_", " ")] += 1.0
         label = ", ".join(w for w, _ in votes.most_common(2))
         clusters.append(
-            {"x": round(float(centre[0]), 5), "y": round(float(centre[1]), 5), "size": int(len(members)), "label": label}
+            {
+                "x": round(float(centre[0]), 5),
+                "y": round(float(centre[1]), 5),
+                "size": len(members),
+                "label": label,
+            }
         )
     return {"points": points, "clusters": clusters}
 
@@ -346,7 +356,6 @@ def _one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-
 def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
     """The FastAPI app serving the collection at `db` (page at `/`, API under `/api`, schema at `/openapi.json`)."""
     _one_blas_thread()
@@ -357,12 +366,14 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
         if expected is None:
             return
         header = request.headers.get("authorization", "")
-        given = header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("token", "")
+        given = (
+            header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("token", "")
+        )
         if not given or not hmac.compare_digest(given.encode(), expected):
             raise HTTPException(401, "missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI):
         yield
         served.close()
 
@@ -382,7 +393,7 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.middleware("http")
-    async def _headers(request: Request, call_next):  # noqa: ANN001, ANN202
+    async def _headers(request: Request, call_next):
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -414,7 +425,9 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
         return [{"index": i, "name": n} for i, n in enumerate(class_names())]
 
     @api.get("/search", tags=["search"])
-    def search(q: Annotated[str, Query(min_length=1, max_length=500, description="Words or a phrase.")], k: K = 20):
+    def search(
+        q: Annotated[str, Query(min_length=1, max_length=500, description="Words or a phrase.")], k: K = 20
+    ):
         """Images matching words (text → images). Rows: rank, id, path, score."""
         with served.collection() as c:
             return JSONResponse(_rows(_need(c, "search")(q, k=k)))
@@ -436,15 +449,16 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
                 "content": {
                     "image/*": {"schema": {"type": "string", "format": "binary"}},
                     "multipart/form-data": {
-                        "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                        }
                     },
                 },
             }
         },
     )
-    async def similar_to_upload(
-        request: Request, k: K = 20, focus: Focus = None
-    ):
+    async def similar_to_upload(request: Request, k: K = 20, focus: Focus = None):
         """Images similar to an uploaded image (never stored). 413 when too large, 400 when not an image."""
         limit = max_upload + 64 * 1024  # room for multipart headers
         length = request.headers.get("content-length")
@@ -545,4 +559,4 @@ def loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-__all__ = ["create_app", "Served", "loopback", "CollectionError"]
+__all__ = ["CollectionError", "Served", "create_app", "loopback"]

@@ -100,23 +100,47 @@ def time_batch(fn, q: np.ndarray):
     return len(q) / best, res
 
 
+def measure(method, params, q, gt, *, build_s, mem_mb, one, n_one, batch=None, n_batch=None) -> dict:
+    """One result row for a configured index: recall@K and single-thread q/s.
+
+    `one(v)` answers one query and `batch(x)` many, both returning neighbour ids. Without `batch`,
+    recall comes from 2,000 single queries.
+    """
+    one_qps = time_one(one, q, min(n_one, len(q)))
+    if batch is None:
+        batch_qps, ids, truth = None, np.array([one(v) for v in q[:2000]]), gt[:2000]
+    else:
+        n = n_batch or len(q)
+        batch_qps, ids = time_batch(batch, q[:n])
+        truth = gt[:n]
+    return dict(
+        method=method,
+        params=params,
+        build_s=build_s,
+        recall=recall(ids, truth),
+        one_qps=one_qps,
+        batch_qps=batch_qps,
+        mem_mb=mem_mb,
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # Methods: each yields rows {method, params, build_s, recall, one_qps, batch_qps, mem_mb}
 # ---------------------------------------------------------------------------------------
 
 
 def m_exact(base, q, gt, args):
-    one = time_one(lambda v: exact_topk(base, v[None], K), q, min(200, len(q)))
-    nq = min(1000, len(q))
-    bq, res = time_batch(lambda x: exact_topk(base, x, K), q[:nq])
-    yield dict(
-        method="exact numpy",
-        params="matmul+argpartition",
+    yield measure(
+        "exact numpy",
+        "matmul+argpartition",
+        q,
+        gt,
         build_s=0.0,
-        recall=recall(res, gt[:nq]),
-        one_qps=one,
-        batch_qps=bq,
         mem_mb=base.nbytes / 2**20,
+        one=lambda v: exact_topk(base, v[None], K)[0],
+        n_one=200,
+        batch=lambda x: exact_topk(base, x, K),
+        n_batch=1000,
     )
 
 
@@ -132,16 +156,15 @@ def m_annoy(base, q, gt, args):
     bt = time.perf_counter() - t
     mem = rss_mb() - m0
     for sk in (-1, 10_000):
-        res = np.array([ix.get_nns_by_vector(v, K, search_k=sk) for v in q[:2000]])
-        one = time_one(lambda v: ix.get_nns_by_vector(v, K, search_k=sk), q, min(1000, len(q)))
-        yield dict(
-            method="annoy",
-            params=f"trees=20 search_k={'default' if sk < 0 else sk}",
+        yield measure(
+            "annoy",
+            f"trees=20 search_k={'default' if sk < 0 else sk}",
+            q,
+            gt,
             build_s=bt,
-            recall=recall(res, gt[:2000]),
-            one_qps=one,
-            batch_qps=None,
             mem_mb=mem,
+            one=lambda v: ix.get_nns_by_vector(v, K, search_k=sk),
+            n_one=1000,
         )
 
 
@@ -160,16 +183,16 @@ def m_hnswlib(base, q, gt, args):
         ix.set_num_threads(1)
         for ef in efs:
             ix.set_ef(ef)
-            bq, (res, _) = time_batch(lambda x: ix.knn_query(x, K), q)
-            one = time_one(lambda v: ix.knn_query(v, K), q, min(3000, len(q)))
-            yield dict(
-                method="hnswlib",
-                params=f"M={M} efc={efc} ef={ef}",
+            yield measure(
+                "hnswlib",
+                f"M={M} efc={efc} ef={ef}",
+                q,
+                gt,
                 build_s=bt,
-                recall=recall(res, gt),
-                one_qps=one,
-                batch_qps=bq,
                 mem_mb=mem,
+                one=lambda v: ix.knn_query(v, K)[0][0],
+                n_one=3000,
+                batch=lambda x: ix.knn_query(x, K)[0],
             )
         del ix
         gc.collect()
@@ -214,16 +237,16 @@ def m_faiss(base, q, gt, args):
                 faiss.extract_index_ivf(ix).nprobe = v
             else:
                 ix.hnsw.efSearch = v
-            bq, (_, res) = time_batch(lambda x: ix.search(x, K), q)
-            one = time_one(lambda x: ix.search(x[None], K), q, min(2000, len(q)))
-            yield dict(
-                method="faiss",
-                params=f"{name} {knob}={v}",
+            yield measure(
+                "faiss",
+                f"{name} {knob}={v}",
+                q,
+                gt,
                 build_s=bt,
-                recall=recall(res, gt),
-                one_qps=one,
-                batch_qps=bq,
                 mem_mb=mem,
+                one=lambda x: ix.search(x[None], K)[1][0],
+                n_one=2000,
+                batch=lambda x: ix.search(x, K)[1],
             )
         del ix
         gc.collect()
@@ -255,16 +278,16 @@ def m_usearch(base, q, gt, args):
         mem = rss_mb() - m0
         for ef in efs:
             ix.expansion_search = ef
-            bq, res = time_batch(lambda x: ix.search(x, K, threads=1), q)
-            one = time_one(lambda v: ix.search(v, K, threads=1), q, min(3000, len(q)))
-            yield dict(
-                method="usearch",
-                params=f"{dtype} conn={conn} efa={efa} ef={ef}",
+            yield measure(
+                "usearch",
+                f"{dtype} conn={conn} efa={efa} ef={ef}",
+                q,
+                gt,
                 build_s=bt,
-                recall=recall(res.keys, gt),
-                one_qps=one,
-                batch_qps=bq,
                 mem_mb=mem,
+                one=lambda v: ix.search(v, K, threads=1).keys,
+                n_one=3000,
+                batch=lambda x: ix.search(x, K, threads=1).keys,
             )
         del ix
         gc.collect()
@@ -305,23 +328,18 @@ def m_scann(base, q, gt, args):
         mem = rss_mb() - m0
         s.set_num_threads(1)
         for nl, ro in grid:
-            bq, (res, _) = time_batch(
-                lambda x: s.search_batched(x, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro), q
-            )
-            one = time_one(
-                lambda v: s.search(v, K, leaves_to_search=nl, pre_reorder_num_neighbors=ro),
-                q,
-                min(2000, len(q)),
-            )
             tag = f" soar={soar}" if soar else ""
-            yield dict(
-                method="scann",
-                params=f"leaves={leaves} search={nl} reorder={ro}{tag}",
+            knobs = {"leaves_to_search": nl, "pre_reorder_num_neighbors": ro}
+            yield measure(
+                "scann",
+                f"leaves={leaves} search={nl} reorder={ro}{tag}",
+                q,
+                gt,
                 build_s=bt,
-                recall=recall(res, gt),
-                one_qps=one,
-                batch_qps=bq,
                 mem_mb=mem,
+                one=lambda v: s.search(v, K, **knobs)[0],
+                n_one=2000,
+                batch=lambda x: s.search_batched(x, K, **knobs)[0],
             )
         del s
         gc.collect()
@@ -340,16 +358,16 @@ def m_project(base, q, gt, args):
     for ef in args.project_efs or [None]:
         if ef is not None:
             ix._backend.ef = ef
-        bq, (res, _) = time_batch(lambda x: ix.search(x, K), q)
-        one = time_one(lambda v: ix.search(v[None], K), q, min(3000, len(q)))
-        yield dict(
-            method="* VectorIndex",
-            params=f"{ix.backend} {ix._backend.describe()}",
+        yield measure(
+            "* VectorIndex",
+            f"{ix.backend} {ix._backend.describe()}",
+            q,
+            gt,
             build_s=bt,
-            recall=recall(res, gt),
-            one_qps=one,
-            batch_qps=bq,
             mem_mb=mem,
+            one=lambda v: ix.search(v[None], K)[0][0],
+            n_one=3000,
+            batch=lambda x: ix.search(x, K)[0],
         )
 
 

@@ -2,7 +2,13 @@
 
     python bench/embed.py                 # throughput table
     python bench/embed.py --geometry      # + precision@10 of "crop" vs "squash"
+    python bench/embed.py --runtimes      # + precision@10 of fp32 ONNX vs int8 ONNX features
     python bench/embed.py --limit 320     # fewer images, quicker
+
+"chosen runtime" is what `prepare()` recorded for lite0 on this machine (see the JSON beside the export
+in cache_dir()/models): "onnx-int8" when the int8 model passed its check and was clearly faster. That
+choice is stable on a machine, so a collection never mixes int8 and fp32 vectors; the fp32 rows force
+runtime="onnx" for comparison.
 
 Every row is measured in the same run. To add a row, write a function `(paths) -> Clock` (time the
 work with `with Clock() as clock:` and return it) and append it to `ROWS` (see `row_*` below).
@@ -81,12 +87,12 @@ def row_decode(paths: list[Path]) -> Clock:
     return clock
 
 
-def row_encode(paths: list[Path]) -> Clock:
-    """Encode stage alone: the chosen runtime on pre-decoded pixels, batch 32."""
+def row_encode(paths: list[Path], runtime: str = "auto") -> Clock:
+    """Encode stage alone: the chosen (or given) runtime on pre-decoded pixels, batch 32."""
     from semsearch.encoders.image import load_encoder
     from semsearch.media import load_image
 
-    enc = load_encoder("lite0")
+    enc = load_encoder("lite0", runtime=runtime)  # type: ignore[arg-type]
     pixels = np.stack([load_image(p, enc.input_size) for p in paths])
     enc.encode(pixels[:32])  # warm-up
     with Clock() as clock:
@@ -109,32 +115,51 @@ def row_pipeline(paths: list[Path], threads: int = 2) -> Clock:
     return clock
 
 
-def row_index(paths: list[Path]) -> Clock:
+@contextlib.contextmanager
+def forced_runtime(runtime: str):
+    """Make every load_encoder() in this process (the collection's too) use `runtime`."""
+    from semsearch.encoders import image
+
+    original = image.load_encoder
+    image.load_encoder = lambda name="lite0", runtime_=None, threads=image.DEFAULT_THREADS: original(
+        name, runtime, threads
+    )
+    try:
+        yield
+    finally:
+        image.load_encoder = original
+
+
+def row_index(paths: list[Path], runtime: str = "auto") -> Clock:
     """`semsearch index` end to end (scan, hash, decode, encode, store, index) into a new collection."""
     import tempfile
 
     from semsearch.collection import Collection
     from semsearch.encoders.image import load_encoder
 
-    load_encoder("lite0").encode(np.zeros((32, 224, 224, 3), np.uint8))  # warm-up, as in row_encode
-    with tempfile.TemporaryDirectory() as tmp:
+    load_encoder("lite0", runtime).encode(np.zeros((32, 224, 224, 3), np.uint8))  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp, forced_runtime(runtime):
         folder = Path(tmp) / "photos"
         folder.mkdir()
         for p in paths:  # links keep the photos where they are, so the bench indexes exactly `paths`
             (folder / f"{p.parent.name}-{p.name}").symlink_to(p)
         with Clock() as clock, Collection(Path(tmp) / "db", writable=True) as collection:
             report = collection.sync(folder)
+            used = collection.encoder.runtime
     assert report.added == len(paths), report
+    assert runtime == "auto" or used == runtime, (used, runtime)
     return clock
 
 
 ROWS: list[tuple[str, Callable[[list[Path]], Clock]]] = [
     ("baseline: PIL + torch eager lite0, b32", row_baseline),
     ("decode only (load_image, 1 thread)", row_decode),
+    ("encode only (fp32 onnx, b32)", lambda paths: row_encode(paths, "onnx")),
     ("encode only (chosen runtime, b32)", row_encode),
-    ("encode_paths end to end (default)", row_pipeline),
+    ("encode_paths end to end (chosen)", row_pipeline),
     ("encode_paths, 2 x 1-thread ORT runs", lambda paths: row_pipeline(paths, threads=1)),
-    ("semsearch index (+ hash, store, index)", row_index),
+    ("semsearch index, fp32 onnx", lambda paths: row_index(paths, "onnx")),
+    ("semsearch index, chosen runtime", row_index),
 ]
 
 
@@ -142,7 +167,7 @@ def throughput(paths: list[Path]) -> None:
     from semsearch.encoders.image import load_encoder
 
     enc = load_encoder("lite0")  # export/check happens here, outside the timings
-    print(f"{len(paths)} images from {DATA}; runtime={enc.runtime}, cores={os.cpu_count()}\n")
+    print(f"{len(paths)} images from {DATA}; chosen runtime={enc.runtime}, cores={os.cpu_count()}\n")
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     results = []
     for label, fn in ROWS:
@@ -181,12 +206,32 @@ def geometry_report(paths: list[Path]) -> None:
         print(f"  {geometry:<7} P@10 = {precision_at_10(feats, labels):.4f}")
 
 
+def runtime_report(paths: list[Path]) -> None:
+    """P@10 of fp32 ONNX vs int8 ONNX features (crop geometry), and how far the vectors differ."""
+    from semsearch.encoders.image import load_encoder
+    from semsearch.media import load_image
+
+    labels = np.array([p.parent.name for p in paths])
+    pixels = np.stack([load_image(p, 224) for p in paths])
+    print(f"\nimage->image precision@10 on {len(paths)} images, {len(set(labels))} classes (lite0, crop)")
+    feats = {}
+    for runtime in ("onnx", "onnx-int8"):
+        enc = load_encoder("lite0", runtime=runtime)  # type: ignore[arg-type]
+        feats[runtime] = np.concatenate(
+            [enc.encode(pixels[i : i + 64])[0] for i in range(0, len(pixels), 64)]
+        )
+        print(f"  {runtime:<10} P@10 = {precision_at_10(feats[runtime], labels):.4f}")
+    cos = np.sum(feats["onnx"] * feats["onnx-int8"], axis=1)
+    print(f"  fp32 vs int8 feature cosine: min {cos.min():.4f}, median {np.median(cos):.4f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("--geometry", action="store_true", help="also compare crop vs squash P@10")
+    parser.add_argument("--runtimes", action="store_true", help="also compare fp32 vs int8 ONNX P@10")
     parser.add_argument("--no-throughput", action="store_true")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -197,6 +242,8 @@ def main() -> int:
         throughput(paths)
     if args.geometry:
         geometry_report(caltech_paths())
+    if args.runtimes:
+        runtime_report(caltech_paths())
     return 0
 
 

@@ -46,7 +46,7 @@ def test_onnx_matches_torch(encoder: ImageEncoder) -> None:
     assert stats["min_cosine"] > 0.999
     assert stats["max_logit_diff"] < 1e-2
     meta = image_mod.prepare("lite0")
-    assert meta["runtime"] in ("onnx", "torch") and meta["check"]["top1_agree"] == 1.0
+    assert meta["runtime"] in image_mod.RUNTIMES and meta["check"]["top1_agree"] == 1.0
 
 
 def test_known_labels_and_normalised(encoder: ImageEncoder) -> None:
@@ -100,13 +100,65 @@ def test_bad_export_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> 
         ImageEncoder("lite0", runtime="onnx")
 
 
+def test_int8_passes_its_check(encoder: ImageEncoder) -> None:
+    """The int8 model agrees with torch within its bar (top-1 >= 7/8, min feature cosine >= 0.97)."""
+    int8 = ImageEncoder("lite0", runtime="onnx-int8")
+    assert int8.runtime == "onnx-int8"
+    pixels = check_photos(int8.input_size)
+    ref = image_mod._torch_run("lite0", image_mod.preprocess(pixels))
+    stats = compare_outputs(ref, int8.encode(pixels))
+    assert stats["top1_agree"] >= image_mod.INT8_MIN_TOP1 == 7 / 8, stats
+    assert stats["min_cosine"] >= image_mod.INT8_MIN_FEATURE_COSINE >= 0.97, stats
+    assert image_mod.int8_passes(stats)
+    # close to the fp32 export too, and the bar is really looser than the fp32 one
+    fp32_feats, _ = encoder.encode(pixels)
+    assert np.all(np.sum(fp32_feats * int8.encode(pixels)[0], axis=1) > 0.97)
+    meta = image_mod.prepare("lite0")
+    assert image_mod.int8_passes(meta["check_int8"]), meta
+    # the recorded choice is stable: a later prepare reads it instead of re-timing
+    assert image_mod.prepare("lite0") == meta
+    assert ImageEncoder("lite0").runtime == meta["runtime"]
+    # the calibration photos never include the check photos (nor caltech-dev)
+    calib = image_mod.calibration_photos(224)
+    assert len(calib) >= 16
+    assert not any(np.array_equal(c, p) for c in calib for p in pixels)
+
+
+def test_broken_int8_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int8 file that does not load (corrupt bytes) is deleted, recorded, and never chosen."""
+
+    def corrupt(name: str, fp32_path: Path, path: Path) -> None:
+        path.write_bytes(fp32_path.read_bytes()[:5000] + b"garbage" * 100)
+
+    monkeypatch.setenv("SEMSEARCH_CACHE", str(cache / "bad8"))
+    monkeypatch.setattr(image_mod, "_quantize_int8", corrupt)
+    meta = image_mod.prepare("lite0", force=True)
+    assert meta["check"]["top1_agree"] == 1.0  # the fp32 export itself is fine
+    assert "error" in meta["check_int8"], meta["check_int8"]
+    assert meta["runtime"] in ("onnx", "torch")
+    assert not list((cache / "bad8" / "models").glob("*.int8.onnx"))
+    with pytest.raises(image_mod.ModelError):
+        ImageEncoder("lite0", runtime="onnx-int8")
+
+
+def test_badly_calibrated_int8_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int8 model that loads but disagrees (activation ranges calibrated on blank frames) fails the bar."""
+    monkeypatch.setenv("SEMSEARCH_CACHE", str(cache / "blank8"))
+    monkeypatch.setattr(image_mod, "calibration_photos", lambda size: np.full((8, size, size, 3), 127, np.uint8))
+    meta = image_mod.prepare("lite0", force=True)
+    assert "error" not in meta["check_int8"], meta["check_int8"]  # it quantised and ran, and was caught
+    assert not image_mod.int8_passes(meta["check_int8"]), meta["check_int8"]
+    assert meta["runtime"] in ("onnx", "torch")
+    assert not list((cache / "blank8" / "models").glob("*.int8.onnx"))
+
+
 def test_warm_path_does_not_import_torch(encoder: ImageEncoder, cache: Path) -> None:
     code = (
         "import sys\n"
         "from semsearch.encoders.image import classifier_weights, load_encoder\n"
         "w, b = classifier_weights('lite0'); assert w.shape == (1000, 1280)\n"
         "enc = load_encoder('lite0')\n"
-        "assert enc.runtime == 'onnx', enc.runtime\n"
+        "assert enc.runtime in ('onnx', 'onnx-int8'), enc.runtime\n"
         "assert 'torch' not in sys.modules, 'torch imported on the warm path'\n"
     )
     env = {**os.environ, "SEMSEARCH_CACHE": str(cache)}

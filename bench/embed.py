@@ -207,13 +207,13 @@ def geometry_report(paths: list[Path]) -> None:
 
 
 def runtime_report(paths: list[Path]) -> None:
-    """P@10 of fp32 ONNX vs int8 ONNX features (crop geometry), and how far the vectors differ."""
+    """P@10 of fp32 ONNX vs int8 ONNX features (default geometry), and how far the vectors differ."""
     from semsearch.encoders.image import load_encoder
     from semsearch.media import load_image
 
     labels = np.array([p.parent.name for p in paths])
     pixels = np.stack([load_image(p, 224) for p in paths])
-    print(f"\nimage->image precision@10 on {len(paths)} images, {len(set(labels))} classes (lite0, crop)")
+    print(f"\nimage->image precision@10 on {len(paths)} images, {len(set(labels))} classes (lite0, default geometry)")
     feats = {}
     for runtime in ("onnx", "onnx-int8"):
         enc = load_encoder("lite0", runtime=runtime)  # type: ignore[arg-type]

@@ -441,5 +441,7 @@ class Collection:
 
 
 def _identity(model_name: str) -> str:
-    """Identity recorded for a model name; mirrors ImageEncoder.identity without loading the model."""
-    return f"efficientnet-{model_name}"
+    """Identity recorded for a model name (the weights), known without loading the model."""
+    from semsearch.encoders.image import model_spec
+
+    return model_spec(model_name).identity

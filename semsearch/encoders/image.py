@@ -70,7 +70,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def _spec(name: str) -> ModelSpec:
+def model_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
@@ -137,7 +137,7 @@ def _torch_model(name: str):
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
-    spec = _spec(name)
+    spec = model_spec(name)
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
         model = EfficientNet.from_pretrained(spec.identity, weights_path=_weights_path(spec))
     model.eval()
@@ -172,7 +172,7 @@ def _torch_run(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _export_onnx(name: str, path: Path) -> None:
     model, torch = _torch_model(name)
-    spec = _spec(name)
+    spec = model_spec(name)
     wrapper = _features_and_logits_module(model)
     dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
 
@@ -256,7 +256,7 @@ def _quantize_int8(name: str, fp32_path: Path, path: Path) -> None:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    calib = preprocess(calibration_photos(_spec(name).input_size))
+    calib = preprocess(calibration_photos(model_spec(name).input_size))
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -322,7 +322,7 @@ def prepare(name: str = "lite0", threads: int = DEFAULT_THREADS, force: bool = F
     Returns the recorded decision. Without `force`, a recorded decision is never re-timed, so the
     runtime (and with it the exact vectors) of a model stays the same on a machine.
     """
-    spec = _spec(name)
+    spec = model_spec(name)
     paths = _cache_paths(spec)
     if not force:
         meta = _read_meta(paths)
@@ -390,7 +390,7 @@ class ImageEncoder:
     """Pixels -> (L2-normalised pooled features, ImageNet logits)."""
 
     def __init__(self, name: str = "lite0", runtime: Runtime = "auto", threads: int = DEFAULT_THREADS):
-        spec = _spec(name)
+        spec = model_spec(name)
         self.name = spec.name
         self.identity = spec.identity
         self.input_size = spec.input_size
@@ -448,7 +448,7 @@ def load_encoder(
 def _save_classifier(name: str, paths: dict[str, Path]) -> None:
     import torch
 
-    state = torch.load(_weights_path(_spec(name)), map_location="cpu", weights_only=True)
+    state = torch.load(_weights_path(model_spec(name)), map_location="cpu", weights_only=True)
     weight = state["_fc.weight"].numpy().astype(np.float32)
     bias = state["_fc.bias"].numpy().astype(np.float32)
     write_atomically(paths["fc_b"], lambda tmp: _save_npy(tmp, bias))
@@ -463,7 +463,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 @cache
 def classifier_weights(name: str = "lite0") -> tuple[np.ndarray, np.ndarray]:
     """(weights (1000, feature_dim), bias (1000,)) of the final FC layer; torch only on first use."""
-    spec = _spec(name)
+    spec = model_spec(name)
     paths = _cache_paths(spec)
     try:
         return np.load(paths["fc_w"]), np.load(paths["fc_b"])

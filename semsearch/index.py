@@ -50,6 +50,8 @@ _EXACT_CHUNK_ELEMS = 32 * 1024 * 1024
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
+    if len(x) == 1:  # one query: scalar arithmetic skips several array passes (~10 us of a ~100 us search)
+        return x * np.float32(1.0 / max(float(np.dot(x[0], x[0])) ** 0.5, 1e-12))
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
     np.maximum(norms, np.float32(1e-12), out=norms)
     return x / norms[:, None]
@@ -561,7 +563,7 @@ class VectorIndex:
             raise ValueError(f"vectors must have shape (n, {self.dim}), got {np.shape(vectors)}")
         if n is not None and len(v) != n:
             raise ValueError(f"{n} ids but {len(v)} vectors")
-        if not np.all(np.isfinite(v)):
+        if not np.isfinite(v).all():
             raise ValueError("vectors contain NaN or infinity")
         return np.ascontiguousarray(v)
 

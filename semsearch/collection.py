@@ -17,6 +17,7 @@ import numpy as np
 
 from semsearch.errors import CollectionError, EmptyQueryError
 from semsearch.store import Store
+from semsearch.vectors import normalise
 
 IMAGE_SPACE = "features"
 LOGIT_SPACE = "logits"
@@ -98,11 +99,6 @@ def scan(folder: Path) -> Iterator[_Candidate]:
                 continue
             label = os.path.basename(dirpath) if os.path.abspath(dirpath) != os.path.abspath(folder) else None
             yield _Candidate(path, st.st_size, st.st_mtime_ns, label)
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 class Collection:
@@ -334,8 +330,8 @@ class Collection:
 
         weights = classifier_weights(self.model_name)[0][resolve_class(focus)]
         snap = self.store.snapshot([IMAGE_SPACE])
-        database = _normalise(snap.vectors[IMAGE_SPACE] * weights)
-        scores = database @ _normalise(features * weights)
+        database = normalise(snap.vectors[IMAGE_SPACE] * weights)
+        scores = database @ normalise(features * weights)
         top = np.argsort(-scores)[:k]
         return [(int(snap.ids[i]), float(scores[i])) for i in top]
 

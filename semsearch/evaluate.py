@@ -15,16 +15,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-
-def _normalise(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return (v / np.maximum(n, 1e-12)).astype(np.float32)
+from semsearch.vectors import normalise
 
 
 def image_precision(features: np.ndarray, labels: Sequence[str], k: int = 10) -> float:
     """Mean over images of the share of its k nearest other images (cosine) that share its label."""
-    x = _normalise(features)
+    x = normalise(features)
     lab = np.asarray(labels)
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
@@ -43,14 +39,14 @@ def text_precision(
     classes: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Per-class precision@k of class-name queries over all images' joint vectors."""
-    x = _normalise(joint)
+    x = normalise(joint)
     lab = np.asarray(labels)
     out: dict[str, float] = {}
     for name in classes if classes is not None else sorted(class_vectors):
         q = class_vectors.get(name)
         if q is None:
             continue
-        scores = x @ _normalise(q)
+        scores = x @ normalise(q)
         top = np.argsort(-scores, kind="stable")[:k]
         out[name] = float((lab[top] == name).mean())
     return out

@@ -34,6 +34,7 @@ from typing import ClassVar
 import numpy as np
 
 from .errors import CollectionError
+from .paths import write_atomically
 
 __all__ = ["DEFAULT_ANN_THRESHOLD", "VectorIndex"]
 
@@ -636,20 +637,12 @@ class VectorIndex:
             if key.endswith("_label_slot"):  # slots -> rows of the compacted store
                 arr = np.where(arr >= 0, row_of_slot[np.maximum(arr, 0)], -1)
             arrays[key] = arr
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a path
                 np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+
+        write_atomically(path, write)
 
     @classmethod
     def load(cls, path: Path, **kw) -> VectorIndex:

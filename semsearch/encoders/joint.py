@@ -19,6 +19,7 @@ import numpy as np
 from semsearch.classes import class_synonyms
 from semsearch.encoders.words import WordVectors, stop_words, tokenize
 from semsearch.paths import cache_dir, write_atomically
+from semsearch.vectors import normalise
 
 TOP_T = 10
 TAG_VOCAB_SIZE = 40000  # most frequent GloVe words considered as tags (GloVe's file order is by frequency)
@@ -27,12 +28,6 @@ _VERSION = "1"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _normalise(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return (v / np.where(n > 0, n, 1)).astype(np.float32)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -119,7 +114,7 @@ def _glove_class_vector(space: WordVectors, synonyms: tuple[str, ...]) -> np.nda
             weights.append(2.0 if i == 0 else 1.0)
     if not vectors:
         return np.zeros(space.dim, np.float32)
-    return _normalise(np.average(np.stack(vectors), axis=0, weights=weights))
+    return normalise(np.average(np.stack(vectors), axis=0, weights=weights))
 
 
 def class_vectors(space) -> np.ndarray:
@@ -145,7 +140,7 @@ def _class_vectors(identity: str, space) -> np.ndarray:
         enc = _encode_texts(space, rows) * np.asarray(weights, np.float32)[:, None]
         out = np.zeros((len(class_synonyms()), enc.shape[1]), np.float32)
         np.add.at(out, np.asarray(owners), enc)
-        return _normalise(out)
+        return normalise(out)
 
     return _cached_array(f"classes-{identity}-{_key(_VERSION, _classes_key())}", build)
 
@@ -164,12 +159,12 @@ class ConSE:
         return top_probabilities(logits, self.top)
 
     def embed(self, logits: np.ndarray) -> np.ndarray:
-        return _normalise(self.probabilities(logits) @ self.class_vectors)
+        return normalise(self.probabilities(logits) @ self.class_vectors)
 
     def tags(self, logits: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k tag words of each image, grounded in its class probabilities."""
         p = self.probabilities(logits)
-        return tags(_normalise(p @ self.class_vectors), k, space=self.space, probabilities=p)
+        return tags(normalise(p @ self.class_vectors), k, space=self.space, probabilities=p)
 
 
 # ---------------------------------------------------------------- tags
@@ -263,7 +258,7 @@ def tags(
 
         space = load_words()
     words, vectors, member = _vocab(space)
-    q = _normalise(np.atleast_2d(joint_vectors))
+    q = normalise(np.atleast_2d(joint_vectors))
     scores = q @ vectors.T
     if probabilities is not None:
         grounded = np.minimum(np.atleast_2d(probabilities) @ member, 1.0)

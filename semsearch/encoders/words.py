@@ -21,6 +21,7 @@ import numpy as np
 
 from semsearch.errors import EmptyQueryError, ModelError, UnknownWordError
 from semsearch.paths import cache_dir
+from semsearch.vectors import normalise
 
 PACKAGED_IDENTITY = "glove-6b-50d"  # the source table; a processed table adds ABTT_TAG to it
 _CACHE_VERSION = 2  # 2: vectors post-processed (all-but-the-top)
@@ -120,14 +121,14 @@ class WordVectors:
                 rows.append(i)
         if not rows:
             raise _unknown_error(unknown)
-        return _normalise(self.vectors[rows].mean(axis=0)), unknown
+        return normalise(self.vectors[rows].mean(axis=0)), unknown
 
     def embed_words(self, tokens: list[str]) -> np.ndarray | None:
         """Normalised mean of the known tokens' vectors; None if none is known."""
         rows = [i for i in (self.index_of(t) for t in tokens) if i is not None]
         if not rows:
             return None
-        return _normalise(self.vectors[rows].mean(axis=0))
+        return normalise(self.vectors[rows].mean(axis=0))
 
     def label(self, folder_name: str) -> np.ndarray | None:
         """'dining_table' → mean of 'dining' and 'table'; None if no word of it is known."""
@@ -135,7 +136,7 @@ class WordVectors:
 
     def nearest(self, vector: np.ndarray, k: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
         """The k words of highest cosine to `vector`, skipping `exclude`."""
-        query = _normalise(np.asarray(vector, dtype=np.float32).reshape(-1))
+        query = normalise(np.asarray(vector, dtype=np.float32).reshape(-1))
         ids, scores = exact_search(self.vectors, query, k + len(exclude))
         out = [(self.words[i], float(s)) for i, s in zip(ids, scores) if self.words[i] not in exclude]
         return out[:k]
@@ -148,12 +149,6 @@ class WordVectors:
         return self.label(folder_name)
 
 
-def _normalise(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return (v / np.where(n > 0, n, 1)).astype(np.float32)
-
-
 ABTT_TAG = "+abtt3"
 
 
@@ -161,7 +156,7 @@ def prepare_table(identity: str, vectors: np.ndarray) -> tuple[str, np.ndarray]:
     """The identity and vectors that semsearch uses for a raw table: post-processed where big enough."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape[0] < 1000 or vectors.shape[1] < 32:
-        return identity, _normalise(vectors)
+        return identity, normalise(vectors)
     return identity + ABTT_TAG, all_but_the_top(vectors)
 
 
@@ -178,7 +173,7 @@ def all_but_the_top(vectors: np.ndarray, directions: int = 3, frequent: int = 50
     mean = sample.mean(axis=0)
     top = np.linalg.svd(sample - mean, full_matrices=False)[2][:directions]
     centred = vectors - mean
-    return _normalise(centred - (centred @ top.T) @ top)
+    return normalise(centred - (centred @ top.T) @ top)
 
 
 # ---------------------------------------------------------------- binary cache

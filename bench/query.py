@@ -1,6 +1,6 @@
 """End-to-end latency of CLI queries on a 10,000-image collection, process start included.
 
-The collection is synthetic (bench/synthetic.py: random vectors through the real Store and Collection).
+The collection is 10,000 real photos (bench/photos.py: caltech-dev and re-framed copies of it).
 Baselines in the same run: a bare `python -c pass`
 and `python -c "import numpy"`.
 
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthetic import synthetic_collection
+from photos import photo_collection
 
 
 def timed(command: list[str], repeats: int) -> tuple[float, float]:
@@ -38,7 +38,7 @@ def main() -> None:
     cli = [sys.executable, "-m", "semsearch.cli"]
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "db"
-        indexed = synthetic_collection(db, args.images)
+        indexed = photo_collection(db, args.images)
         rows = [
             ("python -c pass (baseline)", [sys.executable, "-c", "pass"]),
             ("python -c 'import numpy' (baseline)", [sys.executable, "-c", "import numpy"]),

@@ -2,8 +2,8 @@
 
     python bench/serve.py [--images 10000] [--clients 16] [--seconds 20] [--db DIR]
 
-The collection is synthetic (bench/synthetic.py: random vectors through the real Store and Collection,
-indexed as `index` would); queries never touch the photos, so search cost is the same as for real ones.
+The collection is 10,000 real photos (bench/photos.py: caltech-dev and re-framed copies of it), indexed
+by the real pipeline, so the search runs on real image features.
 
 Rows of the table:
 * ``direct Collection``: the same call in this process on a plain `Collection` (what the CLI does once
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from synthetic import synthetic_collection
+from photos import photo_collection
 
 HOST = "127.0.0.1"  # never anything else
 WORDS = [
@@ -136,7 +136,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument(
-        "--db", type=Path, help="Reuse/keep the synthetic collection here (default: a temp dir)."
+        "--db",
+        type=Path,
+        help="Reuse/keep the collection (and its photos, beside it) here (default: a temp dir).",
     )
     args = parser.parse_args()
 
@@ -145,9 +147,9 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="semsearch-bench-")
         args.db = Path(tmp.name) / "db"
     t = time.perf_counter()
-    synthetic_collection(args.db, args.images)
+    photo_collection(args.db, args.images)
     print(
-        f"synthetic collection: {args.images} images at {args.db} ({time.perf_counter() - t:.1f} s)",
+        f"collection: {args.images} photos at {args.db} ({time.perf_counter() - t:.1f} s)",
         file=sys.stderr,
     )
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from semsearch.errors import CollectionError
-from semsearch.index import _ANN_BACKEND, VectorIndex
+from semsearch.index import _ANN_BACKEND, VectorIndex, _PrunedExactBackend
 
 ANN = _ANN_BACKEND.name
 
@@ -264,3 +264,66 @@ def test_ann_save_load_keeps_tombstones_and_keeps_updating(rng, tmp_path):
     assert back.search(base[5:6], 1)[0][0, 0] == 10**7
     one_ids, one_sc = back.search(q[:1], 10)  # single-query path == batched path
     np.testing.assert_array_equal(one_ids, back.search(q[:3], 10)[0][:1])
+
+
+@pytest.fixture(scope="module")
+def photo_features(caltech_collection) -> np.ndarray:
+    """Real image features (EfficientNet-Lite0 on caltech-dev), the data the pruned exact search is for."""
+    from semsearch.collection import IMAGE_SPACE
+    from semsearch.store import Store
+
+    with Store(caltech_collection) as store:
+        return np.array(store.snapshot([IMAGE_SPACE]).vectors[IMAGE_SPACE])
+
+
+def test_pruned_exact_search_is_exact_on_photo_features(photo_features, rng, tmp_path, monkeypatch):
+    monkeypatch.setattr(_PrunedExactBackend, "MIN_VECTORS", 500)
+    feats = photo_features
+    n, dim = feats.shape
+    idx = VectorIndex(dim)
+    idx.add(np.arange(n), feats)
+    assert isinstance(idx._backend, _PrunedExactBackend) and idx._backend.prunes
+    # Queries: the photos themselves and noisy versions of them (new photos of the same scenes).
+    q = np.concatenate([feats[::5], np.abs(feats[::7] + rng.normal(0, 0.01, feats[::7].shape))])
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    got, scores = idx.search(q, 10)
+    np.testing.assert_array_equal(got, exact_topk(feats, np.arange(n), q, 10))
+    np.testing.assert_allclose(scores, np.sort(q @ feats.T, axis=1)[:, ::-1][:, :10], atol=1e-5)
+    # It is exact because it prunes by a bound, and it does prune: most vectors are never scored in full.
+    scored = [n if c is None else len(c) for c in idx._backend._candidates(q, 10)]
+    assert np.mean(scored) < 0.2 * n, np.mean(scored)
+    # Removals and replacements keep it exact, and so does a saved and reloaded copy.
+    idx.remove(np.arange(0, n, 3))
+    moved = np.abs(feats[n - 67 :] + rng.normal(0, 0.02, (67, dim))).astype(np.float32)  # no exact ties
+    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    idx.add(np.arange(1, 200, 3), moved)
+    live = feats.copy()
+    live[np.arange(1, 200, 3)] = moved
+    keep = np.setdiff1d(np.arange(n), np.arange(0, n, 3))
+    want = exact_topk(live[keep], keep, q, 10)
+    np.testing.assert_array_equal(idx.search(q, 10)[0], want)
+    # Vectors unlike anything the basis was fitted on live almost wholly in the residual: only the bound's
+    # residual term keeps them findable.
+    strangers = unit(rng, 40, dim)
+    idx.add(10**6 + np.arange(40), strangers)
+    near = strangers + 0.3 * unit(rng, 40, dim)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    truth = exact_topk(np.concatenate([live[keep], strangers]), np.r_[keep, 10**6 + np.arange(40)], near, 10)
+    np.testing.assert_array_equal(idx.search(near, 10)[0], truth)
+    idx.remove(10**6 + np.arange(40))
+    idx.save(tmp_path / "i.npz")
+    back = VectorIndex.load(tmp_path / "i.npz")
+    assert isinstance(back._backend, _PrunedExactBackend)
+    np.testing.assert_array_equal(back._backend.basis, idx._backend.basis)  # restored, not refitted
+    np.testing.assert_array_equal(back.search(q, 10)[0], want)
+
+
+def test_pruned_exact_search_falls_back_where_the_bound_cannot_prune(rng):
+    """Random long vectors share no directions: the fit notices and every query is a plain scan."""
+    dim, n = 512, _PrunedExactBackend.MIN_VECTORS + 100
+    base = unit(rng, n, dim)
+    idx = VectorIndex(dim)
+    idx.add(np.arange(n), base)
+    assert isinstance(idx._backend, _PrunedExactBackend) and not idx._backend.prunes
+    q = unit(rng, 20, dim)
+    np.testing.assert_array_equal(idx.search(q, 5)[0], exact_topk(base, np.arange(n), q, 5))

@@ -4,7 +4,7 @@ The collection is 10,000 real photos (bench/photos.py: caltech-dev and re-framed
 Baselines in the same run: a bare `python -c pass`
 and `python -c "import numpy"`.
 
-    python bench/query.py [--images 10000] [--repeats 7]
+    python bench/query.py [--images 10000] [--repeats 7] [--db DIR]
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--db", type=Path, help="Reuse/keep the collection (and its photos, beside it) here (default: a temp dir)."
+    )
     args = parser.parse_args()
     cli = [sys.executable, "-m", "semsearch.cli"]
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "db"
+        db = args.db or Path(tmp) / "db"
         indexed = photo_collection(db, args.images)
         rows = [
             ("python -c pass (baseline)", [sys.executable, "-c", "pass"]),

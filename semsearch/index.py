@@ -4,6 +4,8 @@
 backend behind one small private interface (``_Backend``):
 
 * ``_ExactBackend`` - BLAS matmul + argpartition over every stored vector (small collections);
+* ``_PrunedExactBackend`` - the same answers for many long vectors (image features) from a
+  fraction of the reads: a principal-subspace bound rules most vectors out before scoring;
 * ``_ScannBackend`` - ScaNN (k-means tree + SOAR spilling + 4-bit anisotropic hashing +
   exact re-ranking), trained once at the switch and updated in place (``upsert``,
   tombstones for removals), retrained only after 4x growth or 25% tombstones;
@@ -24,6 +26,7 @@ The index knows nothing of files or images.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import zipfile
@@ -41,22 +44,14 @@ __all__ = ["DEFAULT_ANN_THRESHOLD", "VectorIndex"]
 
 #: Live vectors above which the ANN backend takes over. Chosen for result quality within a latency
 #: budget, not for the speed crossover: ``python bench/ann.py --methods threshold`` (1,280-d, one query,
-#: one thread) shows ScaNN faster than exact from ~1k vectors, but exact still answers 10k image features
-#: in ~4 ms and 50k in ~20 ms, exactly, while ANN recall on 1,280-d features is not yet measured on real
-#: photos (random vectors: 0.74 at 10k). Below this size every answer is exact.
+#: one thread) shows ScaNN faster than exact from ~1k vectors, but the pruned exact search answers 10k
+#: photo features in ~1 ms (a full scan: ~4 ms), exactly, while ANN recall on 1,280-d features is not
+#: measured on real photos (random vectors: 0.74 at 10k). Below this size every answer is exact.
 DEFAULT_ANN_THRESHOLD = 50_000
 
 _FORMAT_VERSION = 1
 # Exact search scores at most this many query x vector products per chunk (~128 MiB).
 _EXACT_CHUNK_ELEMS = 32 * 1024 * 1024
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    if len(x) == 1:  # one query: scalar arithmetic skips several array passes (~10 us of a ~100 us search)
-        return x * np.float32(1.0 / max(float(np.dot(x[0], x[0])) ** 0.5, 1e-12))
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    np.maximum(norms, np.float32(1e-12), out=norms)
-    return x / norms[:, None]
 
 
 def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +146,8 @@ class _Backend(ABC):
 
     @abstractmethod
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """queries (q, dim) unit float32, 1 <= k <= len(store) -> slots (q, k), scores (q, k)."""
+        """queries (q, dim) unit float32, 1 <= k <= len(store) -> slots (q, k) of live vectors,
+        float32 scores (q, k)."""
 
     def describe(self) -> str:
         return ""
@@ -237,8 +233,8 @@ class _PrunedExactBackend(_ExactBackend):
         self.resid = np.zeros(len(st.slot_id), dtype=np.float32)
         self._project(live, st.vecs[live])
         self.prunes = True
-        probe = x[: self.CHECK_QUERIES]
-        scored = [len(c) if c is not None else st.high for c in self._candidates(_unit(probe), 10)]
+        probe = x[: self.CHECK_QUERIES]  # stored vectors are unit vectors, as queries are
+        scored = [len(c) if c is not None else st.high for c in self._candidates(probe, 10)]
         self.prunes = bool(np.mean(scored) <= self.MAX_SCORED_FRACTION / 2 * st.high)
 
     def _project(self, slots: np.ndarray, vectors: np.ndarray) -> None:
@@ -453,7 +449,7 @@ class _HnswBackend(_Backend):
 
 
 class _ScannBackend(_Backend):
-    """ScaNN: k-means tree with SOAR spilled assignment, 4-bit anisotropic-hashing scoring,
+    """ScaNN: spherical k-means tree with SOAR spilled assignment, 4-bit anisotropic-hashing scoring,
     exact float32 re-ranking of the best ``reorder`` candidates (scores are true cosines).
 
     Updated incrementally: new vectors go in with ScaNN's ``upsert`` (partition tree and
@@ -466,7 +462,7 @@ class _ScannBackend(_Backend):
 
     name = "scann"
     POINTS_PER_LEAF = 280  # ~1400 leaves at 390k
-    SEARCH_FRACTION = 0.05  # leaves searched per query (70 of 1400)
+    SEARCH_FRACTION = 0.043  # leaves searched per query (60 of 1393)
     MIN_LEAVES_TO_SEARCH = 16
     DIMS_PER_BLOCK = 2
     AVQ_THRESHOLD = 0.2
@@ -485,7 +481,7 @@ class _ScannBackend(_Backend):
         self.threads = threads
         self.searcher = None
         self.trained_n = 0
-        self.leaves = 0
+        self.leaves = self.leaves_to_search = 0  # set by training
         self.dead = 0  # tombstoned ScaNN datapoints
         self.pos_slot = np.zeros(0, dtype=np.int64)  # ScaNN datapoint -> store slot
         self.slot_pos = np.full(len(store.slot_id), -1, dtype=np.int64)
@@ -502,6 +498,7 @@ class _ScannBackend(_Backend):
         live = st.live_slots()
         n = len(live)
         self.leaves = max(2, min(n // 8, round(n / self.POINTS_PER_LEAF)))
+        self.leaves_to_search = self._leaves_to_search()
         db = np.ascontiguousarray(st.vecs[live])
         builder = (
             self._sop.builder(db, 10, "dot_product")
@@ -510,6 +507,8 @@ class _ScannBackend(_Backend):
                 num_leaves_to_search=self.leaves_to_search,
                 training_sample_size=min(n, self.TRAIN_SAMPLE),
                 soar_lambda=self.SOAR_LAMBDA,
+                spherical=True,  # unit vectors: centroids on the sphere (GloVe: 0.982 -> 0.984 recall
+                # with 15% fewer leaves searched, bench/ann.py)
             )
             .score_ah(self.DIMS_PER_BLOCK, anisotropic_quantization_threshold=self.AVQ_THRESHOLD)
             .reorder(self.REORDER)
@@ -522,8 +521,7 @@ class _ScannBackend(_Backend):
         self.slot_pos = np.full(len(st.slot_id), -1, dtype=np.int64)
         self.slot_pos[live] = np.arange(n)
 
-    @property
-    def leaves_to_search(self) -> int:
+    def _leaves_to_search(self) -> int:
         if self.ef:
             return max(1, min(self.leaves, int(self.ef)))
         want = max(self.MIN_LEAVES_TO_SEARCH, round(self.leaves * self.SEARCH_FRACTION))
@@ -531,7 +529,7 @@ class _ScannBackend(_Backend):
 
     def describe(self) -> str:
         return (
-            f"leaves={self.leaves} search={self.leaves_to_search} AH{self.DIMS_PER_BLOCK} "
+            f"leaves={self.leaves} search={self.leaves_to_search} spherical AH{self.DIMS_PER_BLOCK} "
             f"soar={self.SOAR_LAMBDA} reorder={self.REORDER}"
         )
 
@@ -581,6 +579,11 @@ class _ScannBackend(_Backend):
 
     # -- search -----------------------------------------------------------------------------
     def search(self, queries, k):
+        if len(queries) == 1 and not self.dead:  # the common case, kept lean: ~100 us a query in all
+            idx, dist = self.searcher.search(queries[0], k, max(self.REORDER, k), self.leaves_to_search)
+            if len(idx) == k:
+                return self.pos_slot[idx][None], dist[None]
+            return _ExactBackend(self.store).search(queries, k)  # too few in the searched leaves
         size = self.searcher.size()
         fetch = min(size, k if self.dead == 0 else k + min(self.dead, k + 16))
         pre = max(self.REORDER, fetch)
@@ -635,6 +638,7 @@ class _ScannBackend(_Backend):
             b.searcher = b._sop.load_searcher(tmp).searcher
         b.searcher.set_num_threads(1)
         b.trained_n, b.leaves, b.dead = (int(v) for v in arrays["scann_meta"])
+        b.leaves_to_search = b._leaves_to_search()
         b.pos_slot = arrays["scann_label_slot"].astype(np.int64).copy()
         if len(b.pos_slot) != b.searcher.size():
             raise RuntimeError("ScaNN datapoint count does not match the id map")
@@ -737,26 +741,38 @@ class VectorIndex:
             self._backend.remove(slots)
 
     # -- search -------------------------------------------------------------------------------
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        """Queries as contiguous unit float32 rows; NaN or infinity is refused."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (n, {self.dim}), got {np.shape(queries)}")
+        if len(q) == 1:  # one query: scalar arithmetic, a few microseconds of a ~100 us ANN search
+            squared = float(np.dot(q[0], q[0]))
+            if math.isfinite(squared):  # NaN and infinity (and float32 overflow) go the careful way
+                return q * np.float32(1.0 / max(squared**0.5, 1e-12))
+        if not np.isfinite(q).all():
+            raise ValueError("queries contain NaN or infinity")
+        norms = np.linalg.norm(q.astype(np.float64), axis=1, keepdims=True)
+        return (q / np.maximum(norms, 1e-12)).astype(np.float32)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = self._check_vectors(queries)
+        """Ids and cosine scores of the k nearest stored vectors, best first; (n, k) each for n queries.
+        Where fewer than k vectors are stored, rows are padded with id -1 and score -inf."""
+        q = self._queries(queries)
         k = int(k)
         if k < 0:
             raise ValueError("k must be >= 0")
-        nq = len(q)
-        kk = min(k, len(self))
-        if nq and kk == k and k:  # fast path (one query costs tens of microseconds)
-            slots, sc = self._backend.search(_unit(q), k)
-            if (slots >= 0).all():
-                return self._store.slot_id[slots], np.asarray(sc, dtype=np.float32)
+        if 0 < k <= len(self) and len(q):
+            slots, scores = self._backend.search(q, k)
+            return self._store.slot_id[slots], scores
+        nq, kk = len(q), min(k, len(self))
         ids = np.full((nq, k), -1, dtype=np.int64)
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
-        if nq == 0 or kk == 0:
-            return ids, scores
-        if kk != k:
-            slots, sc = self._backend.search(_unit(q), kk)
-        found = slots >= 0
-        ids[:, :kk] = np.where(found, self._store.slot_id[np.where(found, slots, 0)], -1)
-        scores[:, :kk] = np.where(found, sc, -np.inf)
+        if nq and kk:
+            slots, sc = self._backend.search(q, kk)
+            ids[:, :kk], scores[:, :kk] = self._store.slot_id[slots], sc
         return ids, scores
 
     # -- persistence --------------------------------------------------------------------------

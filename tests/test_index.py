@@ -70,6 +70,16 @@ def test_queries_are_normalised_inside(rng):
     b_ids, b_sc = idx.search(q * 7.5, 5)
     np.testing.assert_array_equal(a_ids, b_ids)
     np.testing.assert_allclose(a_sc, b_sc, rtol=1e-5)
+    # One query alone takes a shorter path: same answer, including for huge (float32-overflowing) lengths.
+    for scale in (1.0, 7.5, 1e30):
+        one_ids, one_sc = idx.search(q[1] * np.float32(scale), 5)
+        np.testing.assert_array_equal(one_ids[0], a_ids[1])
+        np.testing.assert_allclose(one_sc[0], a_sc[1], rtol=1e-5)
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            idx.search(np.where(np.arange(DIM) == 3, bad, q[0]), 5)
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            idx.search(np.where(np.arange(DIM) == 3, bad, q), 5)
 
 
 @pytest.mark.parametrize("threshold", [10**9, 50])

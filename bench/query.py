@@ -35,7 +35,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
-        "--db", type=Path, help="Reuse/keep the collection (and its photos, beside it) here (default: a temp dir)."
+        "--db",
+        type=Path,
+        help="Reuse/keep the collection (and its photos, beside it) here (default: a temp dir).",
     )
     args = parser.parse_args()
     cli = [sys.executable, "-m", "semsearch.cli"]

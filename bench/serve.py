@@ -12,6 +12,10 @@ Rows of the table:
   caller, no HTTP — the floor the server can reach;
 * ``HTTP, N clients``: `semsearch serve` in a separate process, N closed-loop clients with
   keep-alive connections for `--seconds` each, on 127.0.0.1 only.
+
+Queries: "text" = words/phrases; "image" = similar to an indexed photo (`GET /api/similar/{id}`);
+"upload" = similar to a posted JPEG (`POST /api/similar`), which the server decodes and runs through the
+CNN on every request.
 """
 
 from __future__ import annotations
@@ -94,8 +98,11 @@ def start_server(db: Path, port: int) -> subprocess.Popen:
     raise SystemExit("server did not start")
 
 
-def load(port: int, urls: list[str], clients: int, seconds: float) -> tuple[list[float], int, float]:
-    """Closed-loop clients (one keep-alive connection each) for `seconds`: latencies, errors, wall time."""
+def load(
+    port: int, urls: list[str], clients: int, seconds: float, bodies: list[bytes] | None = None
+) -> tuple[list[float], int, float]:
+    """Closed-loop clients (one keep-alive connection each) for `seconds`: latencies, errors, wall time.
+    With `bodies`, each request POSTs one of them as an image/jpeg upload."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     start = time.monotonic()
@@ -106,9 +113,13 @@ def load(port: int, urls: list[str], clients: int, seconds: float) -> tuple[list
         conn = http.client.HTTPConnection(HOST, port, timeout=30)
         while time.monotonic() < end:  # bounded by the clock
             url = rnd.choice(urls)
+            body = rnd.choice(bodies) if bodies else None
             t = time.perf_counter()
             try:
-                conn.request("GET", url)
+                if body is None:
+                    conn.request("GET", url)
+                else:
+                    conn.request("POST", url, body=body, headers={"Content-Type": "image/jpeg"})
                 response = conn.getresponse()
                 body = response.read()
                 ok = response.status == 200 and body.startswith(b"[")
@@ -147,7 +158,7 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="semsearch-bench-")
         args.db = Path(tmp.name) / "db"
     t = time.perf_counter()
-    photo_collection(args.db, args.images)
+    indexed = photo_collection(args.db, args.images)
     print(
         f"collection: {args.images} photos at {args.db} ({time.perf_counter() - t:.1f} s)",
         file=sys.stderr,
@@ -194,21 +205,20 @@ def main() -> None:
     try:
         text_urls = [f"/api/search?q={w.replace(' ', '+')}&k=10" for w in WORDS]
         image_urls = [f"/api/similar/{i}?k=10" for i in sample_ids]
-        for kind, urls in (("text", text_urls), ("image", image_urls)):
-            load(port, urls[:2], 2, 1.0)  # warm: builds the cached tables once
-            lat, errors, wall = load(port, urls, args.clients, args.seconds)
+        # Uploads: photos of the collection's classes, re-encoded by the server's CNN on every request.
+        uploads = [p.read_bytes() for p in sorted(Path(indexed).parents[1].glob("*/*-0.jpg"))[::40]]
+        upload_url = ["/api/similar?k=10"]
+        for kind, urls, bodies, clients in (
+            ("text", text_urls, None, args.clients),
+            ("image", image_urls, None, args.clients),
+            ("upload", upload_url, uploads, 1),  # the CNN's latency alone
+            ("upload", upload_url, uploads, args.clients),
+        ):
+            load(port, urls[:2], 2, 1.0, bodies)  # warm: builds the cached tables, loads the encoder
+            lat, errors, wall = load(port, urls, clients, args.seconds, bodies)
             p50, p99 = percentiles(lat)
-            rows.append(
-                (
-                    kind,
-                    f"HTTP, {args.clients} clients, {args.seconds:.0f} s",
-                    args.clients,
-                    len(lat) / wall,
-                    p50,
-                    p99,
-                    errors,
-                )
-            )
+            how = f"HTTP, {clients} client{'s' * (clients > 1)}, {args.seconds:.0f} s"
+            rows.append((kind, how, clients, len(lat) / wall, p50, p99, errors))
     finally:
         server.terminate()
         server.wait(10)

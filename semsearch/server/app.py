@@ -88,8 +88,8 @@ class _Pending:
 class _BatchedIndex:
     """A `VectorIndex` whose concurrent searches are answered together (micro-batching).
 
-    Exact search over 10,000 x 1280 floats is bound by memory bandwidth (~25 ms to stream 51 MB here),
-    so 16 queries arriving together cost about as much as one when they share one matrix product. The
+    Exact search streams every stored vector (or, pruned, every vector's projection) once per call, so
+    queries arriving together share one pass and one matrix product instead of paying for one each. The
     first caller leads: it runs every query waiting at that moment in one `search`, hands each caller its
     rows, and passes the lead to a caller that arrived meanwhile. Results are those of `search` itself.
     """

@@ -6,11 +6,11 @@
 
 Every library is pinned to one thread for *queries* (hnswlib set_num_threads(1),
 faiss.omp_set_num_threads(1), usearch threads=1, numpy BLAS via threadpoolctl).
-Builds may use all cores (column "build thr").  "one q/s" = one query per call in a Python
-loop; "batch q/s" = all queries in one call, still one thread.  Timings are the best of
-REPEATS runs (another tenant shares this VM's cores; "one" is timed per block of 100 queries,
-see `time_one`).  The row marked "*" is the configuration VectorIndex uses above its ANN
-threshold.
+Builds may use all cores.  "one q/s" = one query per call in a Python loop; "batch q/s" =
+3,000 queries in one call, still one thread.  Every index is built first and then all are timed
+round-robin, REPEATS rounds, each block of 100 queries counting at its fastest round (another
+tenant shares this VM's cores; see `Pending`).  The row marked "*" is the configuration
+VectorIndex uses above its ANN threshold.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -78,60 +80,96 @@ def recall(found: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(found, gt)]))
 
 
-REPEATS = 7  # timings are best-of-REPEATS: this VM's speed drifts by +-20% from second to second
-BLOCK = 100  # queries timed together in `time_one`
+REPEATS = 7  # timing rounds; each block of queries counts at its fastest round
+BLOCK = 100  # queries timed together
+BATCH = 3000  # queries in one timed batch call
+
+
+def _time_blocks(fn, blocks: list[np.ndarray], best: list[float]) -> None:
+    """One timing round: answer each block one query per call, keeping each block's fastest time."""
+    for j, block in enumerate(blocks):
+        t = time.perf_counter()
+        for v in block:
+            fn(v)
+        best[j] = min(best[j], time.perf_counter() - t)
+
+
+def _blocks(q: np.ndarray, n: int) -> list[np.ndarray]:
+    return [q[i : i + BLOCK] for i in range(0, min(n, len(q)), BLOCK)]
 
 
 def time_one(fn, q: np.ndarray, n: int) -> float:
-    """Queries/s answering one query per call. Another tenant's load comes and goes for seconds at a
-    time, so the queries are timed in blocks of BLOCK, every block REPEATS times spread over the whole
-    measurement, and each block counts at its fastest: the same rule for every library."""
-    blocks = [q[i : i + BLOCK] for i in range(0, min(n, len(q)), BLOCK)]
+    """Queries/s answering the first `n` queries one per call (REPEATS rounds back to back)."""
+    blocks = _blocks(q, n)
     best = [float("inf")] * len(blocks)
     for _ in range(REPEATS):
-        for j, block in enumerate(blocks):
-            t = time.perf_counter()
-            for v in block:
-                fn(v)
-            best[j] = min(best[j], time.perf_counter() - t)
-    return sum(len(b) for b in blocks) / sum(best)
+        _time_blocks(fn, blocks, best)
+    return n / sum(best) if blocks else 0.0
 
 
-def time_batch(fn, q: np.ndarray):
-    best = float("inf")
-    for _ in range(REPEATS):
-        t = time.perf_counter()
-        res = fn(q)
-        best = min(best, time.perf_counter() - t)
-    return len(q) / best, res
+@dataclass
+class Pending:
+    """A configured index with its recall known, waiting to be timed round-robin with all others.
+
+    Another tenant shares this VM's cores and its load comes and goes for seconds at a time: timed one
+    after another, libraries would be compared under different loads. So every index is built first,
+    then each round times every configuration in turn (`setup` re-applies its search knobs), and each
+    block of BLOCK queries (or each whole batch) counts at its fastest round: the same rule for all."""
+
+    row: dict
+    one: Callable
+    n_one: int
+    batch: Callable | None
+    n_batch: int
+    setup: Callable[[], object]
 
 
-def measure(method, params, q, gt, *, build_s, mem_mb, one, n_one, batch=None, n_batch=None) -> dict:
-    """One result row for a configured index: recall@K and single-thread q/s.
+def measure(method, params, q, gt, *, build_s, mem_mb, one, n_one, batch=None, n_batch=None, setup=None):
+    """A result row for a configured index: recall@K now, single-thread q/s later (`time_all`).
 
     `one(v)` answers one query and `batch(x)` many, both returning neighbour ids. Without `batch`,
     recall comes from 2,000 single queries.
     """
-    one_qps = time_one(one, q, min(n_one, len(q)))
+    setup = setup or (lambda: None)
+    setup()
+    n = n_batch or len(q)
     if batch is None:
-        batch_qps, ids, truth = None, np.array([one(v) for v in q[:2000]]), gt[:2000]
+        ids, truth = np.array([one(v) for v in q[:2000]]), gt[:2000]
     else:
-        n = n_batch or len(q)
-        batch_qps, ids = time_batch(batch, q[:n])
-        truth = gt[:n]
-    return dict(
+        ids, truth = batch(q[:n]), gt[:n]
+    row = dict(
         method=method,
         params=params,
         build_s=build_s,
         recall=recall(ids, truth),
-        one_qps=one_qps,
-        batch_qps=batch_qps,
+        one_qps=None,
+        batch_qps=None,
         mem_mb=mem_mb,
     )
+    return Pending(row, one, min(n_one, len(q)), batch, n, setup)
+
+
+def time_all(pending: list[Pending], q: np.ndarray) -> None:
+    """Fill in one_qps and batch_qps of every row, timing them round-robin (see `Pending`)."""
+    blocks = [_blocks(q, p.n_one) for p in pending]
+    best_one = [[float("inf")] * len(b) for b in blocks]
+    best_batch = [float("inf")] * len(pending)
+    for _ in range(REPEATS):
+        for i, p in enumerate(pending):
+            p.setup()
+            _time_blocks(p.one, blocks[i], best_one[i])
+            if p.batch is not None:
+                t = time.perf_counter()
+                p.batch(q[: min(p.n_batch, BATCH)])
+                best_batch[i] = min(best_batch[i], time.perf_counter() - t)
+    for p, b, one, batch in zip(pending, blocks, best_one, best_batch):
+        p.row["one_qps"] = sum(len(x) for x in b) / sum(one)
+        p.row["batch_qps"] = min(p.n_batch, BATCH, len(q)) / batch if p.batch is not None else None
 
 
 # ---------------------------------------------------------------------------------------
-# Methods: each yields rows {method, params, build_s, recall, one_qps, batch_qps, mem_mb}
+# Methods: each yields `Pending` rows (timed later) or finished rows {method, params, build_s, recall,
+# one_qps, batch_qps, mem_mb}
 # ---------------------------------------------------------------------------------------
 
 
@@ -169,7 +207,7 @@ def m_annoy(base, q, gt, args):
             gt,
             build_s=bt,
             mem_mb=mem,
-            one=lambda v: ix.get_nns_by_vector(v, K, search_k=sk),
+            one=lambda v, sk=sk: ix.get_nns_by_vector(v, K, search_k=sk),
             n_one=1000,
         )
 
@@ -188,7 +226,6 @@ def m_hnswlib(base, q, gt, args):
         mem = rss_mb() - m0
         ix.set_num_threads(1)
         for ef in efs:
-            ix.set_ef(ef)
             yield measure(
                 "hnswlib",
                 f"M={M} efc={efc} ef={ef}",
@@ -196,12 +233,11 @@ def m_hnswlib(base, q, gt, args):
                 gt,
                 build_s=bt,
                 mem_mb=mem,
-                one=lambda v: ix.knn_query(v, K)[0][0],
+                one=lambda v, ix=ix: ix.knn_query(v, K)[0][0],
                 n_one=3000,
-                batch=lambda x: ix.knn_query(x, K)[0],
+                batch=lambda x, ix=ix: ix.knn_query(x, K)[0],
+                setup=lambda ix=ix, ef=ef: ix.set_ef(ef),
             )
-        del ix
-        gc.collect()
 
 
 def m_faiss(base, q, gt, args):
@@ -238,11 +274,9 @@ def m_faiss(base, q, gt, args):
         bt = time.perf_counter() - t
         mem = rss_mb() - m0
         faiss.omp_set_num_threads(1)
+        knobbed = faiss.extract_index_ivf(ix) if knob == "nprobe" else ix.hnsw
+        attr = "nprobe" if knob == "nprobe" else "efSearch"
         for v in values:
-            if knob == "nprobe":
-                faiss.extract_index_ivf(ix).nprobe = v
-            else:
-                ix.hnsw.efSearch = v
             yield measure(
                 "faiss",
                 f"{name} {knob}={v}",
@@ -250,12 +284,11 @@ def m_faiss(base, q, gt, args):
                 gt,
                 build_s=bt,
                 mem_mb=mem,
-                one=lambda x: ix.search(x[None], K)[1][0],
+                one=lambda x, ix=ix: ix.search(x[None], K)[1][0],
                 n_one=2000,
-                batch=lambda x: ix.search(x, K)[1],
+                batch=lambda x, ix=ix: ix.search(x, K)[1],
+                setup=lambda obj=knobbed, v=v: setattr(obj, attr, v),
             )
-        del ix
-        gc.collect()
 
 
 def _faiss_fastscan(faiss, d, nlist):
@@ -283,7 +316,6 @@ def m_usearch(base, q, gt, args):
         bt = time.perf_counter() - t
         mem = rss_mb() - m0
         for ef in efs:
-            ix.expansion_search = ef
             yield measure(
                 "usearch",
                 f"{dtype} conn={conn} efa={efa} ef={ef}",
@@ -291,12 +323,11 @@ def m_usearch(base, q, gt, args):
                 gt,
                 build_s=bt,
                 mem_mb=mem,
-                one=lambda v: ix.search(v, K, threads=1).keys,
+                one=lambda v, ix=ix: ix.search(v, K, threads=1).keys,
                 n_one=3000,
-                batch=lambda x: ix.search(x, K, threads=1).keys,
+                batch=lambda x, ix=ix: ix.search(x, K, threads=1).keys,
+                setup=lambda ix=ix, ef=ef: setattr(ix, "expansion_search", ef),
             )
-        del ix
-        gc.collect()
 
 
 def m_scann(base, q, gt, args):
@@ -343,12 +374,10 @@ def m_scann(base, q, gt, args):
                 gt,
                 build_s=bt,
                 mem_mb=mem,
-                one=lambda v: s.search(v, K, **knobs)[0],
+                one=lambda v, s=s, knobs=knobs: s.search(v, K, **knobs)[0],
                 n_one=2000,
-                batch=lambda x: s.search_batched(x, K, **knobs)[0],
+                batch=lambda x, s=s, knobs=knobs: s.search_batched(x, K, **knobs)[0],
             )
-        del s
-        gc.collect()
 
 
 def m_project(base, q, gt, args):
@@ -361,9 +390,9 @@ def m_project(base, q, gt, args):
     bt = time.perf_counter() - t
     mem = rss_mb() - m0
     ix._backend.threads = 1  # queries: one thread
-    for ef in args.project_efs or [None]:
-        if ef is not None:
-            ix._backend.leaves_to_search = ef
+    default = ix._backend.leaves_to_search
+    for ef in args.project_efs or [default]:
+        ix._backend.leaves_to_search = ef
         yield measure(
             "* VectorIndex",
             f"{ix.backend} {ix._backend.describe()}",
@@ -374,6 +403,7 @@ def m_project(base, q, gt, args):
             one=lambda v: ix.search(v[None], K)[0][0],
             n_one=3000,
             batch=lambda x: ix.search(x, K)[0],
+            setup=lambda ef=ef: setattr(ix._backend, "leaves_to_search", ef),
         )
 
 
@@ -456,18 +486,23 @@ def main(argv=None) -> int:
         f"builds {BUILD_THREADS} threads",
         file=sys.stderr,
     )
-    rows = []
+    found = []
     with threadpool_limits(1):
         for name in args.methods.split(","):
             for row in METHODS[name](base, q, gt, args):
-                rows.append(row)
-                if not args.json:
-                    print(
-                        f"{row['method']:<14} {row['params']:<44} build {fmt(row['build_s'], '6.1f')} s"
-                        f"  recall@10 {fmt(row['recall'], '.4f')}  one {fmt(row['one_qps'], '7.0f')} q/s"
-                        f"  batch {fmt(row['batch_qps'], '7.0f')} q/s  mem {fmt(row['mem_mb'], '5.0f')} MB",
-                        flush=True,
-                    )
+                found.append(row)
+                print(f"built {name}", file=sys.stderr, flush=True)
+        pending = [p for p in found if isinstance(p, Pending)]
+        print(f"timing {len(pending)} configurations round-robin", file=sys.stderr, flush=True)
+        time_all(pending, q)
+    rows = [p.row if isinstance(p, Pending) else p for p in found]
+    if not args.json:
+        for row in rows:
+            print(
+                f"{row['method']:<14} {row['params']:<44} build {fmt(row['build_s'], '6.1f')} s"
+                f"  recall@10 {fmt(row['recall'], '.4f')}  one {fmt(row['one_qps'], '7.0f')} q/s"
+                f"  batch {fmt(row['batch_qps'], '7.0f')} q/s  mem {fmt(row['mem_mb'], '5.0f')} MB"
+            )
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0

@@ -61,6 +61,7 @@ def test_ann_agrees_with_exact(rng):
     np.testing.assert_allclose(scores, want, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the 1e30-long query below
 def test_queries_are_normalised_inside(rng):
     base = unit(rng, 100, DIM)
     idx = VectorIndex(DIM)

@@ -54,6 +54,22 @@ _FORMAT_VERSION = 1
 _EXACT_CHUNK_ELEMS = 32 * 1024 * 1024
 
 
+def _grown(array: np.ndarray, length: int, fill: float) -> np.ndarray:
+    """`array` extended along its first axis to `length` rows of `fill` (itself if long enough)."""
+    if len(array) >= length:
+        return array
+    out = np.full((length, *array.shape[1:]), fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+def _finite(v: np.ndarray) -> np.ndarray:
+    """`v` as a contiguous array; NaN or infinity anywhere is refused."""
+    if not np.isfinite(v).all():
+        raise ValueError("vectors contain NaN or infinity")
+    return np.ascontiguousarray(v)
+
+
 def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-k (best first) of a (q, n) score matrix, k <= n."""
     n = scores.shape[1]
@@ -85,11 +101,7 @@ class _Store:
         if need <= cap:
             return
         new_cap = max(need, cap * 2)
-        vecs = np.zeros((new_cap, self.dim), dtype=np.float32)
-        vecs[: self.high] = self.vecs[: self.high]
-        slot_id = np.full(new_cap, -1, dtype=np.int64)
-        slot_id[: self.high] = self.slot_id[: self.high]
-        self.vecs, self.slot_id = vecs, slot_id
+        self.vecs, self.slot_id = _grown(self.vecs, new_cap, 0), _grown(self.slot_id, new_cap, -1)
 
     def take_slots(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slots for ``ids``: (slots, replaced) where replaced marks ids already present."""
@@ -237,11 +249,8 @@ class _PrunedExactBackend(_ExactBackend):
         self.prunes = bool(np.mean(scored) <= self.MAX_SCORED_FRACTION / 2 * st.high)
 
     def _project(self, slots: np.ndarray, vectors: np.ndarray) -> None:
-        if len(self.resid) < len(self.store.slot_id):  # the store grew
-            grown = np.zeros((len(self.store.slot_id), len(self.basis)), dtype=np.float32)
-            grown[: len(self.coords)] = self.coords
-            self.coords = grown
-            self.resid = np.concatenate([self.resid, np.zeros(len(grown) - len(self.resid), np.float32)])
+        capacity = len(self.store.slot_id)  # the store may have grown
+        self.coords, self.resid = _grown(self.coords, capacity, 0), _grown(self.resid, capacity, 0)
         coords = vectors @ self.basis.T
         self.coords[slots] = coords
         self.resid[slots] = _residual_norms(vectors, coords)
@@ -309,10 +318,9 @@ class _PrunedExactBackend(_ExactBackend):
         n = len(store)
         if arrays["exact_coords"].shape != (n, len(b.basis)) or b.basis.shape[1] != store.dim:
             raise ValueError("projection does not match the vectors")
-        b.coords = np.zeros((len(store.slot_id), len(b.basis)), dtype=np.float32)
-        b.resid = np.zeros(len(store.slot_id), dtype=np.float32)
-        b.coords[:n] = arrays["exact_coords"]
-        b.resid[:n] = arrays["exact_resid"]
+        capacity = len(store.slot_id)
+        b.coords = _grown(arrays["exact_coords"].astype(np.float32), capacity, 0)
+        b.resid = _grown(arrays["exact_resid"].astype(np.float32), capacity, 0)
         return b
 
 
@@ -374,19 +382,14 @@ class _HnswBackend(_Backend):
     def add(self, slots, vectors, replaced) -> None:
         if len(slots) == 0:
             return
-        if len(self.slot_label) < len(self.store.slot_id):
-            grown = np.full(len(self.store.slot_id), -1, dtype=np.int64)
-            grown[: len(self.slot_label)] = self.slot_label
-            self.slot_label = grown
+        self.slot_label = _grown(self.slot_label, len(self.store.slot_id), -1)
         old = self.slot_label[slots[replaced]]
         self._mark_deleted(old[old >= 0])
         n = len(slots)
         labels = np.arange(self.next_label, self.next_label + n, dtype=np.int64)
         self.next_label += n
         if len(self.label_slot) < self.next_label:
-            grown = np.full(max(self.next_label, 2 * len(self.label_slot)), -1, dtype=np.int64)
-            grown[: len(self.label_slot)] = self.label_slot
-            self.label_slot = grown
+            self.label_slot = _grown(self.label_slot, max(self.next_label, 2 * len(self.label_slot)), -1)
         self.label_slot[labels] = slots
         self.slot_label[slots] = labels
         idx = self.index
@@ -536,10 +539,7 @@ class _ScannBackend(_Backend):
     def add(self, slots, vectors, replaced) -> None:
         if len(slots) == 0:
             return
-        if len(self.slot_pos) < len(self.store.slot_id):
-            grown = np.full(len(self.store.slot_id), -1, dtype=np.int64)
-            grown[: len(self.slot_pos)] = self.slot_pos
-            self.slot_pos = grown
+        self.slot_pos = _grown(self.slot_pos, len(self.store.slot_id), -1)
         self._tombstone(slots[replaced])
         if len(self.store) > self.RETRAIN_GROWTH * self.trained_n or self._too_dead():
             self._train()  # the store already holds the new vectors
@@ -553,9 +553,7 @@ class _ScannBackend(_Backend):
             dtype=np.int64,
         )
         if len(self.pos_slot) < self.searcher.size():
-            grown = np.full(max(self.searcher.size(), 2 * len(self.pos_slot)), -1, dtype=np.int64)
-            grown[: len(self.pos_slot)] = self.pos_slot
-            self.pos_slot = grown
+            self.pos_slot = _grown(self.pos_slot, max(self.searcher.size(), 2 * len(self.pos_slot)), -1)
         self.pos_slot[done] = slots
         self.slot_pos[slots] = done
 
@@ -698,7 +696,8 @@ class VectorIndex:
         return st.slot_id[st.live_slots()].copy()
 
     # -- updates ------------------------------------------------------------------------------
-    def _check_vectors(self, vectors: np.ndarray, n: int | None = None) -> np.ndarray:
+    def _rows(self, vectors: np.ndarray, n: int | None = None) -> np.ndarray:
+        """float32 rows of this index's width (a single vector becomes one row)."""
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim == 1:
             v = v[None, :]
@@ -706,13 +705,11 @@ class VectorIndex:
             raise ValueError(f"vectors must have shape (n, {self.dim}), got {np.shape(vectors)}")
         if n is not None and len(v) != n:
             raise ValueError(f"{n} ids but {len(v)} vectors")
-        if not np.isfinite(v).all():
-            raise ValueError("vectors contain NaN or infinity")
-        return np.ascontiguousarray(v)
+        return v
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = self._check_vectors(vectors, len(ids))
+        vectors = _finite(self._rows(vectors, len(ids)))
         if len(ids) == 0:
             return
         # Last occurrence wins when an id repeats within one call.
@@ -742,18 +739,13 @@ class VectorIndex:
     # -- search -------------------------------------------------------------------------------
     def _queries(self, queries: np.ndarray) -> np.ndarray:
         """Queries as contiguous unit float32 rows; NaN or infinity is refused."""
-        q = np.asarray(queries, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"queries must have shape (n, {self.dim}), got {np.shape(queries)}")
+        q = self._rows(queries)
         if len(q) == 1:  # one query: scalar arithmetic, a few microseconds of a ~100 us ANN search
             squared = float(np.dot(q[0], q[0]))
             if math.isfinite(squared):  # NaN and infinity (and float32 overflow) go the careful way
                 return q * np.float32(1.0 / max(squared**0.5, 1e-12))
-        if not np.isfinite(q).all():
-            raise ValueError("queries contain NaN or infinity")
-        norms = np.linalg.norm(q.astype(np.float64), axis=1, keepdims=True)
+        q = _finite(q)
+        norms = np.linalg.norm(q.astype(np.float64), axis=1, keepdims=True)  # float64: no overflow
         return (q / np.maximum(norms, 1e-12)).astype(np.float32)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -213,7 +213,9 @@ def runtime_report(paths: list[Path]) -> None:
 
     labels = np.array([p.parent.name for p in paths])
     pixels = np.stack([load_image(p, 224) for p in paths])
-    print(f"\nimage->image precision@10 on {len(paths)} images, {len(set(labels))} classes (lite0, default geometry)")
+    print(
+        f"\nimage->image precision@10 on {len(paths)} images, {len(set(labels))} classes (lite0, default geometry)"
+    )
     feats = {}
     for runtime in ("onnx", "onnx-int8"):
         enc = load_encoder("lite0", runtime=runtime)  # type: ignore[arg-type]

@@ -9,7 +9,13 @@ minute for 10,000 on 2 cores, once: a collection already at `db` is reused).
 
 from __future__ import annotations
 
+import argparse
 import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
@@ -58,3 +64,25 @@ def photo_collection(db: Path, n: int) -> str:
     with Collection(db, writable=True) as collection:
         collection.sync(photos[0].parents[1])
     return str(photos[42])
+
+
+def add_collection_options(parser: argparse.ArgumentParser) -> None:
+    """--images and --db, the same for every bench that runs on this collection."""
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument(
+        "--db",
+        type=Path,
+        help="Reuse/keep the collection (and its photos, beside it) here (default: a temp dir).",
+    )
+
+
+@contextmanager
+def bench_collection(args: argparse.Namespace) -> Iterator[tuple[Path, str]]:
+    """(db, one indexed photo path) of the collection at --db (kept), or in a temporary folder that is
+    removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="semsearch-bench-") as tmp:
+        db = args.db or Path(tmp) / "db"
+        t = time.perf_counter()
+        indexed = photo_collection(db, args.images)
+        print(f"collection: {args.images} photos at {db} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
+        yield db, indexed

@@ -13,11 +13,9 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from photos import photo_collection
+from photos import add_collection_options, bench_collection
 
 
 def timed(command: list[str], repeats: int) -> tuple[float, float]:
@@ -32,18 +30,11 @@ def timed(command: list[str], repeats: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10_000)
+    add_collection_options(parser)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument(
-        "--db",
-        type=Path,
-        help="Reuse/keep the collection (and its photos, beside it) here (default: a temp dir).",
-    )
     args = parser.parse_args()
     cli = [sys.executable, "-m", "semsearch.cli"]
-    with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or Path(tmp) / "db"
-        indexed = photo_collection(db, args.images)
+    with bench_collection(args) as (db, indexed):
         rows = [
             ("python -c pass (baseline)", [sys.executable, "-c", "pass"]),
             ("python -c 'import numpy' (baseline)", [sys.executable, "-c", "import numpy"]),

@@ -28,13 +28,12 @@ import random
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from photos import photo_collection
+from photos import add_collection_options, bench_collection
 
 HOST = "127.0.0.1"  # never anything else
 WORDS = [
@@ -143,40 +142,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=10_000)
+    add_collection_options(parser)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument(
-        "--db",
-        type=Path,
-        help="Reuse/keep the collection (and its photos, beside it) here (default: a temp dir).",
-    )
     args = parser.parse_args()
-
-    tmp = None
-    if args.db is None:
-        tmp = tempfile.TemporaryDirectory(prefix="semsearch-bench-")
-        args.db = Path(tmp.name) / "db"
-    t = time.perf_counter()
-    indexed = photo_collection(args.db, args.images)
+    with bench_collection(args) as (db, indexed):
+        rows = measure(args, db, indexed)
+    print(f"\n{args.images} images, {os.cpu_count()} CPUs, loopback\n")
+    print("| query | how | clients | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for kind, how, clients, rps, p50, p99, errors in rows:
+        print(f"| {kind} | {how} | {clients} | {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |")
     print(
-        f"collection: {args.images} photos at {args.db} ({time.perf_counter() - t:.1f} s)",
+        json.dumps(
+            [dict(zip(("query", "how", "clients", "rps", "p50_ms", "p99_ms", "errors"), r)) for r in rows]
+        ),
         file=sys.stderr,
     )
 
+
+def measure(args: argparse.Namespace, db: Path, indexed: str) -> list[tuple]:
+    """The table's rows: in-process baselines, then HTTP load on a `semsearch serve` of `db`."""
     from semsearch.collection import Collection
     from semsearch.server.app import Served, _one_blas_thread
 
     _one_blas_thread()  # same conditions as the server process for the in-process rows
 
     rng = random.Random(0)
-    with Collection(args.db) as c:
+    with Collection(db) as c:
         ids = sorted(r.id for r in c.store.records().values())
     sample_ids = rng.sample(ids, 50)
     rows: list[tuple[str, str, int, float, float, float, int]] = []
 
     # Baselines in this process.
-    with Collection(args.db) as plain:
+    with Collection(db) as plain:
         for kind, fn, qs in (
             ("text", plain.search, WORDS),
             ("image", lambda i: plain.similar(i, k=10), sample_ids),
@@ -186,7 +185,7 @@ def main() -> None:
             lat = time_calls(call, qs, 20)
             p50, p99 = percentiles(lat)
             rows.append((kind, "direct Collection (CLI path)", 1, len(lat) / sum(lat), p50, p99, 0))
-    served = Served(args.db)
+    served = Served(db)
     with served.collection() as cached:
         for kind, call, qs in (
             ("text", lambda q: cached.search(q, k=10), WORDS),
@@ -201,7 +200,7 @@ def main() -> None:
     served.close()
 
     port = free_port()
-    server = start_server(args.db, port)
+    server = start_server(db, port)
     try:
         text_urls = [f"/api/search?q={w.replace(' ', '+')}&k=10" for w in WORDS]
         image_urls = [f"/api/similar/{i}?k=10" for i in sample_ids]
@@ -223,19 +222,7 @@ def main() -> None:
         server.terminate()
         server.wait(10)
 
-    print(f"\n{args.images} images, {os.cpu_count()} CPUs, loopback\n")
-    print("| query | how | clients | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for kind, how, clients, rps, p50, p99, errors in rows:
-        print(f"| {kind} | {how} | {clients} | {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |")
-    print(
-        json.dumps(
-            [dict(zip(("query", "how", "clients", "rps", "p50_ms", "p99_ms", "errors"), r)) for r in rows]
-        ),
-        file=sys.stderr,
-    )
-    if tmp is not None:
-        tmp.cleanup()
+    return rows
 
 
 if __name__ == "__main__":

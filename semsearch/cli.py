@@ -57,10 +57,22 @@ def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool, title: str = "") ->
 
 
 @contextmanager
-def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar on a terminal; nothing when piped or in JSON mode."""
-    if not enabled or not sys.stderr.isatty():
+def progress_bar(label: str, enabled: bool) -> Iterator[Callable[..., None] | None]:
+    """A rich progress bar on a terminal; when piped, only stage changes (as lines); nothing in JSON mode.
+
+    The callback is `update(done, total, stage=label)`: a stage other than `label` (a one-time model
+    preparation) replaces the bar's description, so a long wait never looks like a frozen 0/N bar.
+    """
+    if not enabled:
         yield None
+        return
+    if not sys.stderr.isatty():
+
+        def note(done: int, total: int, stage: str = label) -> None:
+            if stage != label:
+                click.echo(f"{stage}...", err=True)
+
+        yield note
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -75,8 +87,8 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], Non
     ) as bar:
         task = bar.add_task(label, total=None)
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def update(done: int, total: int, stage: str = label) -> None:
+            bar.update(task, completed=done, total=total, description=stage)
 
         yield update
 
@@ -118,6 +130,8 @@ def index(
     )
     for path, reason in report.skipped_files:
         click.echo(f"  skipped {path}: {reason}")
+    if report.runtime:
+        click.echo(f"image model runtime: {report.runtime}")
 
 
 @app.command()
@@ -186,6 +200,22 @@ def tags(image: str, db: Path | None, k: int, as_json: bool) -> None:
         found = collection.tags(image, k)
     rows = word_rows(found)
     emit_rows(rows, as_json, title=f"tags of {image}")
+
+
+@app.command()
+@db_option
+@json_option
+def stats(db: Path | None, as_json: bool) -> None:
+    """What the collection holds, which models made it, and the image model's runtime here (and why)."""
+    from semsearch.collection import Collection
+
+    with Collection(_db(db)) as collection:
+        found = collection.stats()
+    if as_json:
+        sys.stdout.write(json.dumps(found) + "\n")
+        return
+    for key, value in found.items():
+        click.echo(f"{key}: {value}")
 
 
 @app.command()

@@ -24,8 +24,10 @@ LOGIT_SPACE = "logits"
 JOINT_SPACE = "joint"
 INDEX_DIR = "index"
 
-Progress = Callable[[int, int], None]
-"""Called as progress(done, total) while indexing."""
+Progress = Callable[..., None]
+"""Called as progress(done, total) while indexing, and progress(0, total, PREPARING) before a first-use
+model preparation (which takes about a minute, once per machine)."""
+PREPARING = "preparing the model (one time, about a minute)"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class IndexReport:
     unchanged: int = 0
     removed: int = 0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    runtime: str = ""  # which runtime embedded this run's images, and why (empty when none was needed)
 
     @property
     def skipped(self) -> int:
@@ -68,6 +71,7 @@ class IndexReport:
             "removed": self.removed,
             "skipped": self.skipped,
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
+            "runtime": self.runtime,
         }
 
 
@@ -186,10 +190,14 @@ class Collection:
         report.removed = len(gone)
 
         done, total = 0, len(to_embed)
+        if to_embed and progress and not self._encoder_ready():
+            progress(0, total, PREPARING)
         if progress:
             progress(0, total)
         if to_embed:
-            for item in encode_paths([Path(p) for p in to_embed], self.encoder, batch_size=batch_size):
+            encoder = self.encoder  # prepares the model on first use on this machine
+            report.runtime = self.runtime()
+            for item in encode_paths([Path(p) for p in to_embed], encoder, batch_size=batch_size):
                 if isinstance(item, EncodedBatch):
                     first = self.store.append_vectors({IMAGE_SPACE: item.features, LOGIT_SPACE: item.logits})
                     rows = []
@@ -226,6 +234,20 @@ class Collection:
                 del to_embed[path]
         self.store.upsert(moves)
         report.added += len(moves)
+
+    def _encoder_ready(self) -> bool:
+        from semsearch.encoders.image import recorded_decision
+
+        return "encoder" in self.__dict__ or bool(recorded_decision(self.model_name))
+
+    def runtime(self) -> str:
+        """The image model's runtime on this machine and why it was chosen (recorded at preparation)."""
+        from semsearch.encoders.image import recorded_decision
+
+        decision = recorded_decision(self.model_name)
+        if not decision:
+            return "not prepared on this machine yet"
+        return f"{decision['runtime']} ({decision.get('reason', 'chosen at preparation')})"
 
     def _claim_model(self) -> None:
         """Record which model makes this collection's vectors (first run) or refuse another one."""
@@ -433,6 +455,7 @@ class Collection:
             "model": meta.get("image_model"),
             "text_model": meta.get("text_model", "glove"),
             "joint_model": meta.get("joint_model") or "conse",
+            "runtime": self.runtime(),
         }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,9 +87,16 @@ def test_bad_export_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> 
         bad = copy.deepcopy(model)
         bad.set_swish(memory_efficient=False)  # the classic mistake
         wrapper = image_mod._features_and_logits_module(bad)
-        torch.onnx.export(wrapper, (torch.zeros(1, 3, 224, 224),), str(path), input_names=["pixels"],
-                          output_names=["features", "logits"], dynamic_axes={"pixels": {0: "n"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            wrapper,
+            (torch.zeros(1, 3, 224, 224),),
+            str(path),
+            input_names=["pixels"],
+            output_names=["features", "logits"],
+            dynamic_axes={"pixels": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
 
     monkeypatch.setenv("SEMSEARCH_CACHE", str(cache / "bad"))
     monkeypatch.setattr(image_mod, "_export_onnx", broken_export)
@@ -144,7 +153,9 @@ def test_broken_int8_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_badly_calibrated_int8_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An int8 model that loads but disagrees (activation ranges calibrated on blank frames) fails the bar."""
     monkeypatch.setenv("SEMSEARCH_CACHE", str(cache / "blank8"))
-    monkeypatch.setattr(image_mod, "calibration_photos", lambda size: np.full((8, size, size, 3), 127, np.uint8))
+    monkeypatch.setattr(
+        image_mod, "calibration_photos", lambda size: np.full((8, size, size, 3), 127, np.uint8)
+    )
     meta = image_mod.prepare("lite0", force=True)
     assert "error" not in meta["check_int8"], meta["check_int8"]  # it quantised and ran, and was caught
     assert not image_mod.int8_passes(meta["check_int8"]), meta["check_int8"]
@@ -172,13 +183,23 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
         p = tmp_path / f"good{i}.jpg"
         Image.fromarray(photos[i % 4]).save(p, "JPEG")
         paths.append(p)
-    bad = {tmp_path / "empty.jpg": b"", tmp_path / "text.png": b"hello world",
-           tmp_path / "cut.jpg": paths[0].read_bytes()[:3000]}
+    bad = {
+        tmp_path / "empty.jpg": b"",
+        tmp_path / "text.png": b"hello world",
+        tmp_path / "cut.jpg": paths[0].read_bytes()[:3000],
+    }
     for p, raw in bad.items():
         p.write_bytes(raw)
     missing = tmp_path / "missing.jpg"
-    order = [*paths[:2], tmp_path / "empty.jpg", *paths[2:5], tmp_path / "text.png", missing,
-             *paths[5:], tmp_path / "cut.jpg"]
+    order = [
+        *paths[:2],
+        tmp_path / "empty.jpg",
+        *paths[2:5],
+        tmp_path / "text.png",
+        missing,
+        *paths[5:],
+        tmp_path / "cut.jpg",
+    ]
 
     results = list(encode_paths(order, encoder, batch_size=3))
     seen: list[Path] = []
@@ -194,8 +215,12 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
             np.testing.assert_allclose(np.linalg.norm(r.features, axis=1), 1.0, atol=1e-5)
             seen.extend(r.paths)
     assert sorted(seen) == sorted(order) and len(seen) == len(order)
-    assert skipped == {tmp_path / "empty.jpg": "empty file", tmp_path / "text.png": "not an image",
-                       missing: "file not found", tmp_path / "cut.jpg": "truncated image"}
+    assert skipped == {
+        tmp_path / "empty.jpg": "empty file",
+        tmp_path / "text.png": "not an image",
+        missing: "file not found",
+        tmp_path / "cut.jpg": "truncated image",
+    }
     # the features belong to their paths: good0 (chelsea) is a cat, good1 (coffee) is espresso/cup
     batches = [r for r in results if isinstance(r, EncodedBatch)]
     by_path = {p: row for r in batches for p, row in zip(r.paths, r.logits, strict=True)}
@@ -209,3 +234,139 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
     assert {r for r in again if isinstance(r, Skipped)} == {r for r in results if isinstance(r, Skipped)}
     for a, b in zip([r for r in again if isinstance(r, EncodedBatch)], batches, strict=True):
         np.testing.assert_allclose(a.features, b.features, atol=1e-5)
+
+
+# ---------------------------------------------------------------- int8 on CPUs without VNNI
+#
+# ONNX Runtime's int8 kernels add neighbouring uint8 x int8 products into a saturating int16 on CPUs
+# without VNNI (AVX2-only). qemu-user emulates such a CPU (`-cpu Haswell`: AVX2, FMA, no AVX-512), so
+# the check runs there whatever CPU runs the suite. A tiny model whose every pair saturates shows
+# that the emulated kernels really are the saturating ones; then the real int8 model must agree.
+
+QEMU = shutil.which("qemu-x86_64")
+needs_qemu = pytest.mark.skipif(
+    QEMU is None or platform.machine() != "x86_64",
+    reason="qemu-x86_64 (Debian package qemu-user) is needed to emulate an AVX2-only CPU",
+)
+
+RUN_ORT = """
+import sys, numpy as np, onnxruntime as ort
+opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.log_severity_level = 3
+out = {}
+for name, model, x in zip(sys.argv[2::3], sys.argv[3::3], sys.argv[4::3]):
+    s = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    out[name] = s.run(None, {s.get_inputs()[0].name: np.load(x)})[0]
+np.savez(sys.argv[1], **out)
+"""
+
+
+def _saturating_model(path: Path) -> np.ndarray:
+    """A float 1x1 conv (64 -> 16 channels, equal positive weights) after ReLU6; returns inputs at 6.0."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.full((16, 64, 1, 1), 0.05, np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Clip", ["x", "lo", "hi"], ["r"]),
+            helper.make_node("Conv", ["r", "w"], ["y"]),
+        ],
+        "pairs",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64, 4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 16, 4, 4])],
+        [weight, numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return np.full((2, 64, 4, 4), 6.0, np.float32)
+
+
+@pytest.fixture(scope="module")
+def emulated(encoder: ImageEncoder, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """Outputs of the tiny models and of the real int8 model, computed on an emulated AVX2-only CPU."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from semsearch.encoders.quantize import quantize
+
+    work = tmp_path_factory.mktemp("avx2")
+    x = _saturating_model(work / "float.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{"x": x}])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(
+        str(work / "float.onnx"),
+        str(work / "plain.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    quantize(work / "float.onnx", work / "ours.onnx", x, input_name="x")
+    np.save(work / "x.npy", x)
+    np.save(work / "pixels.npy", image_mod.preprocess(check_photos(224)))
+    int8 = image_mod._cache_paths(image_mod.model_spec("lite0"))["onnx-int8"]
+    ImageEncoder("lite0", runtime="onnx-int8")  # makes the int8 model if this cache has none yet
+    args = [str(work / "out.npz")]
+    for name, model, inputs in (
+        ("float", "float.onnx", "x.npy"),
+        ("plain", "plain.onnx", "x.npy"),
+        ("ours", "ours.onnx", "x.npy"),
+    ):
+        args += [name, str(work / model), str(work / inputs)]
+    args += ["lite0", str(int8), str(work / "pixels.npy")]
+    subprocess.run(
+        [QEMU, "-cpu", "Haswell", sys.executable, "-c", RUN_ORT, *args],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return dict(np.load(work / "out.npz"))
+
+
+@needs_qemu
+def test_emulated_cpu_saturates_a_plain_int8_model(emulated: dict[str, np.ndarray]) -> None:
+    """The emulation really exercises the saturating kernels: plain quantize_static goes wrong there."""
+    want = emulated["float"]
+    assert np.allclose(want, 6.0 * 0.05 * 64, rtol=1e-3)
+    assert not np.allclose(emulated["plain"], want, rtol=0.05)  # saturated int16 pairs
+    np.testing.assert_allclose(emulated["ours"], want, rtol=0.02)  # saturation-free scales
+
+
+@needs_qemu
+def test_int8_model_is_the_same_on_avx2_only_cpus(emulated: dict[str, np.ndarray]) -> None:
+    """The real int8 model gives the same features on an AVX2-only CPU as here, and passes its bar there."""
+    pixels = check_photos(224)
+    int8 = ImageEncoder("lite0", runtime="onnx-int8")
+    here, _ = int8.encode(pixels)
+    there = emulated["lite0"] / np.linalg.norm(emulated["lite0"], axis=1, keepdims=True)
+    assert np.all(np.sum(here * there, axis=1) > 0.9999)
+    ref = image_mod._torch_run("lite0", image_mod.preprocess(pixels))
+    _, logits = int8._session.run(None, {"pixels": image_mod.preprocess(pixels)})
+    assert image_mod.int8_passes(compare_outputs(ref, (emulated["lite0"], logits)))
+
+
+def test_int8_weights_cannot_saturate(encoder: ImageEncoder) -> None:
+    """Every paired int8 weight tensor of the model keeps same-sign neighbours within 128 (no int16 overflow)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from semsearch.encoders.quantize import PAIR_LIMIT, pair_sums
+
+    ImageEncoder("lite0", runtime="onnx-int8")
+    model = onnx.load(str(image_mod._cache_paths(image_mod.model_spec("lite0"))["onnx-int8"]))
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    checked = 0
+    for node in model.graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type in ("Conv", "Gemm") and group == 1:
+            q = init[producer[node.input[1]].input[0]]
+            assert q.dtype == np.int8
+            assert pair_sums(q.astype(np.int32)).max() <= PAIR_LIMIT, node.name
+            checked += 1
+    assert checked >= 30  # 33 dense convolutions and the classifier in lite0

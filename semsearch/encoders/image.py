@@ -5,14 +5,16 @@ ONNX under `cache_dir()`, checked numerically against the untouched torch model 
 timed against torch eager, and the faster runtime is remembered. Later loads read that decision
 and, on the ONNX path, never import torch.
 
-One more candidate is made from the checked fp32 export: an int8 model (static QDQ quantisation,
-per-channel weights, activations calibrated on photos that ship with scikit-image / scikit-learn,
-disjoint from the check photos). Its bar is looser than the export's (int8 cannot hold cosine
-0.999): see INT8_MIN_TOP1 / INT8_MIN_FEATURE_COSINE. It is chosen only if it passes and is clearly
-faster. Its features stay close enough to fp32 that the collection identity is unchanged (same
-weights; image->image P@10 on caltech-dev 0.9007 int8 vs 0.9018 fp32, median fp32/int8 cosine
-0.994), but vectors of one collection should still come from one runtime: the choice is recorded in
-the JSON beside the export and is not re-timed on later loads, so it stays put on a machine.
+One more candidate is made from the checked fp32 export: an int8 model (static QDQ quantisation with
+saturation-free per-channel weight scales and bias correction, see `quantize.py`; activations
+calibrated on photos that ship with scikit-image / scikit-learn, disjoint from the check photos). It
+computes the same numbers on AVX2-only and on VNNI CPUs. Its bar is looser than the export's (int8
+cannot hold cosine 0.999): see INT8_MIN_TOP1 / INT8_MIN_FEATURE_COSINE. It is chosen only if it
+passes and is clearly faster. Its features stay close enough to fp32 that the collection identity is
+unchanged (same weights; image->image P@10 on caltech-dev 0.9033 int8 vs 0.9018 fp32, fp32/int8
+cosine mean 0.997, min 0.987), but vectors of one collection should still come from one runtime: the
+choice is recorded in the JSON beside the export and is not re-timed on later loads, so it stays put
+on a machine.
 """
 
 from __future__ import annotations
@@ -40,17 +42,19 @@ EXPORT_VERSION = 1
 DEFAULT_THREADS = 2
 #: Agreement required between the ONNX export and torch on the check photos.
 MIN_FEATURE_COSINE = 0.999
-#: The int8 candidate's bar on the check photos. Measured: top-1 8/8, min cosine 0.984 (fp32 vs int8
-#: over caltech-dev: median cosine 0.994, min 0.961, P@10 within 0.003). 0.97 leaves room for other
-#: CPUs' int8 kernels yet refuses a badly calibrated model; one of 8 top-1 flips is allowed because
-#: the features, not the logits, carry search (a near-tie between two dog breeds may flip).
+#: The int8 candidate's bar on the check photos. Measured: top-1 7/8, min cosine 0.996 against torch,
+#: the same on an AVX-512 VNNI EPYC and on an emulated AVX2-only CPU. 0.97 refuses a badly calibrated
+#: or saturating model (a plain `quantize_static` graph measured 0.86 and 6/8 on AVX2); one of 8 top-1
+#: flips is allowed because the features, not the logits, carry search (a near-tie between two dog
+#: breeds may flip).
 INT8_MIN_TOP1 = 7 / 8
 INT8_MIN_FEATURE_COSINE = 0.97
 #: int8 is chosen only when at least this much faster than the best fp32 runtime, so that timing
 #: noise on a busy machine cannot flip the (recorded) choice between re-preparations.
 INT8_MIN_SPEEDUP = 1.3
-#: Bump when the set of candidates or the choice rule changes: older decisions are made again.
-DECISION_VERSION = 2
+#: Bump when the set of candidates, the choice rule or the int8 recipe changes: older decisions (and
+#: int8 files) are made again.
+DECISION_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def _cache_paths(spec: ModelSpec) -> dict[str, Path]:
     key = _cache_key(spec)
     return {
         "onnx": base / f"{key}.onnx",
-        "onnx-int8": base / f"{key}.int8.onnx",
+        "onnx-int8": base / f"{key}.int8-d{DECISION_VERSION}.onnx",
         "meta": base / f"{key}.json",
         "fc_w": base / f"{key}.fc_weight.npy",
         "fc_b": base / f"{key}.fc_bias.npy",
@@ -279,43 +283,11 @@ def calibration_photos(size: int) -> np.ndarray:
 
 
 def _quantize_int8(name: str, fp32_path: Path, path: Path) -> None:
-    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations, MinMax calibration)."""
-    import tempfile
+    """Static int8 model that computes the same numbers on AVX2 and VNNI CPUs (see quantize.py)."""
+    from semsearch.encoders.quantize import quantize
 
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    calib = preprocess(calibration_photos(model_spec(name).input_size))
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter([{"pixels": calib[i : i + 8]} for i in range(0, len(calib), 8)])
-
-        def get_next(self):
-            return next(self._batches, None)
-
-    def write(tmp: Path) -> None:
-        with tempfile.TemporaryDirectory() as work:
-            pre = Path(work) / "pre.onnx"
-            quant_pre_process(str(fp32_path), str(pre))  # shape inference + graph optimisation (BN folded)
-            quantize_static(
-                str(pre),
-                str(tmp),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
-
-    write_atomically(path, write)
+    calibration = preprocess(calibration_photos(model_spec(name).input_size))
+    write_atomically(path, lambda tmp: quantize(fp32_path, tmp, calibration))
 
 
 def int8_passes(stats: dict[str, float]) -> bool:
@@ -414,9 +386,35 @@ def prepare(name: str = "lite0", threads: int = DEFAULT_THREADS, force: bool = F
         meta["runtime"] = "onnx-int8"
     else:
         meta["runtime"] = fp32_best
+    meta["reason"] = _reason(meta, rates, fp32_best)
     _save_classifier(name, paths)
     write_atomically(paths["meta"], lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return meta
+
+
+def _check_text(stats: dict[str, Any]) -> str:
+    if "error" in stats:
+        return f"error: {stats['error']}"
+    return f"top-1 agreement {stats['top1_agree']:.0%}, min feature cosine {stats['min_cosine']:.3f} vs torch"
+
+
+def _reason(meta: dict[str, Any], rates: dict[str, float], fp32_best: str) -> str:
+    """Why the runtime was chosen, in one line for `semsearch stats`, `index` and /api/stats."""
+    if "onnx" not in rates:
+        return f"the ONNX export failed its check ({_check_text(meta.get('check', {}))})"
+    int8 = meta.get("check_int8", {})
+    if "onnx-int8" not in rates:
+        bar = f"bar: top-1 >= {INT8_MIN_TOP1:.0%}, cosine >= {INT8_MIN_FEATURE_COSINE}"
+        return f"int8 failed its check ({_check_text(int8)}; {bar})"
+    speedup = rates["onnx-int8"] / rates[fp32_best]
+    if meta["runtime"] == "onnx-int8":
+        return f"int8 passed its check ({_check_text(int8)}) and ran {speedup:.1f}x as fast as {fp32_best}"
+    return f"int8 passed its check but ran only {speedup:.1f}x as fast as {fp32_best} (needs {INT8_MIN_SPEEDUP}x)"
+
+
+def recorded_decision(name: str) -> dict[str, Any]:
+    """The runtime decision recorded on this machine for model `name` (empty if not prepared yet)."""
+    return _read_meta(_cache_paths(model_spec(name)))
 
 
 def _read_meta(paths: dict[str, Path]) -> dict[str, Any]:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 CALTECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech-dev"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the whole session (the user's own is never touched).
+
+    The export, its checks against torch, the int8 preparation and the word tables are made once,
+    as on a user's first run, and every test and CLI subprocess shares them. `SEMSEARCH_TEST_CACHE`
+    names a folder to keep them between sessions while iterating locally.
+    """
+    path = Path(os.environ.get("SEMSEARCH_TEST_CACHE") or tmp_path_factory.mktemp("model-cache"))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SEMSEARCH_CACHE", str(path))
+    yield path
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -152,7 +152,7 @@ def test_kill_9_during_indexing_leaves_a_working_collection(caltech, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_on_bundled_photos(tmp_path):
-    done = run("demo", "--json", env={"SEMSEARCH_CACHE": str(tmp_path / "cache")})
+    done = run("demo", "--json", "--db", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stderr
     sections = json.loads(done.stdout)
     assert sections["index"]["added"] >= 15 and sections["index"]["skipped"] == 0

@@ -7,6 +7,7 @@ CLI is plain click (no pydantic), so a query on an indexed collection starts fas
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import Any
 import click
 
 from semsearch.errors import SemsearchError
-from semsearch.paths import default_db
+from semsearch.paths import default_db, shown
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,6 +55,16 @@ def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool, title: str = "") ->
     for row in rows:
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
     Console().print(table)
+
+
+def note_if_empty(collection) -> None:
+    """Say why a query found nothing when the collection holds no images (yet)."""
+    if not collection.store.count():
+        root = shown(str(collection.root))
+        click.echo(
+            f"note: the collection {root} has no images yet: run `semsearch index FOLDER --db {root}`",
+            err=True,
+        )
 
 
 @contextmanager
@@ -129,7 +140,7 @@ def index(
         f"removed {report.removed}, skipped {report.skipped}"
     )
     for path, reason in report.skipped_files:
-        click.echo(f"  skipped {path}: {reason}")
+        click.echo(f"  skipped {shown(path)}: {reason}")
     if report.runtime:
         click.echo(f"image model runtime: {report.runtime}")
 
@@ -146,7 +157,8 @@ def similar(image: str, db: Path | None, k: int, focus: str | None, as_json: boo
 
     with Collection(_db(db)) as collection:
         hits = collection.similar(image, k=k, focus=focus)
-    emit_rows([h.to_dict() for h in hits], as_json, title=f"similar to {image}")
+        note_if_empty(collection)
+    emit_rows([h.to_dict() for h in hits], as_json, title=f"similar to {shown(image)}")
 
 
 @app.command()
@@ -182,9 +194,10 @@ def search(query: str, db: Path | None, k: int, as_json: bool) -> None:
     with Collection(_db(db)) as collection:
         vector, notes = collection.encode_query(query)
         hits = collection.search_vector(vector, k)
+        note_if_empty(collection)
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    emit_rows([h.to_dict() for h in hits], as_json, title=f"images for {query!r}")
+    emit_rows([h.to_dict() for h in hits], as_json, title=f"images for {shown(query)!r}")
 
 
 @app.command()
@@ -199,7 +212,7 @@ def tags(image: str, db: Path | None, k: int, as_json: bool) -> None:
     with Collection(_db(db)) as collection:
         found = collection.tags(image, k)
     rows = word_rows(found)
-    emit_rows(rows, as_json, title=f"tags of {image}")
+    emit_rows(rows, as_json, title=f"tags of {shown(image)}")
 
 
 @app.command()
@@ -377,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file the command reads or writes (e.g. --out on a full disk)
+        where = f": {shown(os.fsdecode(exc.filename))}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(1)
     except (click.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
         sys.exit(130)

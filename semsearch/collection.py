@@ -6,8 +6,11 @@ image (an indexed photo, words) never load the CNN: they read stored vectors and
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch.errors import CollectionError, EmptyQueryError
+from semsearch.errors import CollectionError, DecodeError, EmptyQueryError
+from semsearch.paths import shown
 from semsearch.store import Store
 from semsearch.vectors import normalise
 
@@ -36,11 +40,11 @@ class Hit:
 
     rank: int
     id: int
-    path: str
+    path: str  # opens the file, even where the name is not UTF-8; `to_dict` shows it escaped
     score: float
 
     def to_dict(self) -> dict[str, object]:
-        return {"rank": self.rank, "id": self.id, "path": self.path, "score": round(self.score, 6)}
+        return {"rank": self.rank, "id": self.id, "path": shown(self.path), "score": round(self.score, 6)}
 
 
 def word_rows(pairs: list[tuple[str, float]]) -> list[dict[str, object]]:
@@ -70,7 +74,7 @@ class IndexReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "skipped": self.skipped,
-            "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
+            "skipped_files": [{"path": shown(p), "reason": r} for p, r in self.skipped_files],
             "runtime": self.runtime,
         }
 
@@ -89,20 +93,55 @@ def file_hash(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def scan(folder: Path) -> Iterator[_Candidate]:
-    """Every visible regular file under `folder` (recursively), labelled by its parent folder's name."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
+def scan(folder: Path) -> Iterator[_Candidate | tuple[str, str]]:
+    """Every visible regular file under `folder` (recursively), labelled by its parent folder's name, and
+    (path, reason) for each entry that cannot be indexed: broken links, link loops, unreadable folders.
+
+    The walk keeps its own stack (os.walk recurses on Python 3.11, and a deep tree raised RecursionError).
+    Linked folders are followed after every real one, each folder once: a link to a folder already walked
+    (a loop, or a second link) is reported instead of walked again.
+    """
+    root = os.path.abspath(folder)
+    walked: dict[tuple[int, int], str] = {}
+    folders: list[str] = [root]
+    links: deque[str] = deque()
+    while folders or links:
+        path = folders.pop() if folders else links.popleft()
+        try:
+            st = os.stat(path)
+            with os.scandir(path) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            yield path, f"unreadable folder ({exc.strerror})"
+            continue
+        first = walked.setdefault((st.st_dev, st.st_ino), path)
+        if first != path:
+            yield path, f"link to a folder already scanned ({shown(first)})"
+            continue
+        label = os.path.basename(path) if path != root else None
+        below: list[str] = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            path = os.path.join(dirpath, name)
             try:
-                st = os.stat(path)
-            except OSError:
+                st = entry.stat()
+            except FileNotFoundError:
+                if entry.is_symlink():
+                    yield entry.path, "broken symlink (its target does not exist)"
+                continue  # deleted since the listing
+            except OSError as exc:
+                yield (
+                    entry.path,
+                    "symlink loop" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})",
+                )
                 continue
-            label = os.path.basename(dirpath) if os.path.abspath(dirpath) != os.path.abspath(folder) else None
-            yield _Candidate(path, st.st_size, st.st_mtime_ns, label)
+            if stat.S_ISDIR(st.st_mode):
+                (links if entry.is_symlink() else below).append(entry.path)
+            elif stat.S_ISREG(st.st_mode):
+                yield _Candidate(entry.path, st.st_size, st.st_mtime_ns, label)
+            else:
+                yield entry.path, "not a regular file"
+        folders.extend(reversed(below))
 
 
 class Collection:
@@ -156,6 +195,9 @@ class Collection:
         to_embed: dict[str, tuple[_Candidate, str]] = {}
         touched: list[tuple[str, int, int]] = []
         for cand in scan(folder):
+            if isinstance(cand, tuple):
+                report.skipped_files.append(cand)
+                continue
             seen.add(cand.path)
             suffix = os.path.splitext(cand.path)[1].lower()
             if suffix not in SUPPORTED_SUFFIXES:
@@ -198,12 +240,14 @@ class Collection:
             encoder = self.encoder  # prepares the model on first use on this machine
             report.runtime = self.runtime()
             for item in encode_paths([Path(p) for p in to_embed], encoder, batch_size=batch_size):
+                # Recorded: the hash, size and mtime of the bytes that were decoded (read once in the
+                # pipeline), not the scan's, so a file that changed meanwhile is recorded as embedded.
                 if isinstance(item, EncodedBatch):
                     first = self.store.append_vectors({IMAGE_SPACE: item.features, LOGIT_SPACE: item.logits})
                     rows = []
-                    for offset, path in enumerate(map(str, item.paths)):
-                        cand, digest = to_embed[path]
-                        rows.append((path, cand.size, cand.mtime_ns, digest, cand.label, first + offset))
+                    for offset, (path, file) in enumerate(zip(map(str, item.paths), item.files)):
+                        label = to_embed[path][0].label
+                        rows.append((path, file.size, file.mtime_ns, file.sha256, label, first + offset))
                         if path in records:
                             report.updated += 1
                         else:
@@ -211,9 +255,12 @@ class Collection:
                     self.store.upsert(rows)
                     done += len(item.paths)
                 else:
-                    cand, _ = to_embed[str(item.path)]
-                    self.store.mark_skipped([(cand.path, cand.size, cand.mtime_ns, item.reason)])
-                    report.skipped_files.append((cand.path, item.reason))
+                    path = str(item.path)
+                    if item.file is not None:  # remembered, so an unchanged bad file is not decoded again
+                        self.store.mark_skipped([(path, item.file.size, item.file.mtime_ns, item.reason)])
+                    else:  # gone or unreadable since the scan: tried again next run
+                        self.store.remove([path])
+                    report.skipped_files.append((path, item.reason))
                     done += 1
                 if progress:
                     progress(done, total)
@@ -280,8 +327,10 @@ class Collection:
             return
         for space in (IMAGE_SPACE, JOINT_SPACE):
             path = self._index_path(space)
-            path.parent.mkdir(exist_ok=True)
-            self.vector_index(space).save(path)
+            index = self.vector_index(space)
+            with self.store.writing():
+                path.parent.mkdir(exist_ok=True)
+                index.save(path)
 
     def vector_index(self, space: str):
         """The saved index of a space, reconciled with the catalog (a crash may have left it behind)."""
@@ -327,7 +376,12 @@ class Collection:
             return features, logits, record.id
         from semsearch.media import load_image
 
-        pixels = load_image(image if isinstance(image, bytes) else Path(image), self.encoder.input_size)
+        try:
+            pixels = load_image(image if isinstance(image, bytes) else Path(image), self.encoder.input_size)
+        except DecodeError as exc:
+            if isinstance(image, bytes):
+                raise
+            raise DecodeError(f"{shown(str(image))}: {exc}") from None
         features, logits = self.encoder.encode(pixels[None])
         return features[0], logits[0], None
 
@@ -335,23 +389,34 @@ class Collection:
         self, image: str | Path | bytes | int, k: int = 10, focus: str | int | None = None
     ) -> list[Hit]:
         """Nearest images to a photo; with `focus`, features are re-weighted by one ImageNet class."""
-        if k < 1:
-            raise EmptyQueryError("k must be at least 1")
+        from semsearch.classes import resolve_class
+
+        focus_class = None if focus is None else resolve_class(focus)
         features, _, own = self.query_vector(image)
-        if focus is None:
+        k = self._clamp(k)
+        if not k:
+            return []
+        if focus_class is None:
             ids, scores = self.vector_index(IMAGE_SPACE).search(features[None], k + 1)
             pairs = zip(ids[0].tolist(), scores[0].tolist(), strict=True)
         else:
-            pairs = self._focus_search(features, focus, k + 1)
+            pairs = self._focus_search(features, focus_class, k + 1)
         return self._hits(((i, s) for i, s in pairs if i >= 0 and i != own), k)
 
-    def _focus_search(self, features: np.ndarray, focus: str | int, k: int) -> list[tuple[int, float]]:
+    def _clamp(self, k: int) -> int:
+        """k limited to the images there are (0 for an empty collection): a huge k allocates nothing."""
+        if k < 1:
+            raise EmptyQueryError("k must be at least 1")
+        return min(k, self.store.count())
+
+    def _focus_search(self, features: np.ndarray, focus_class: int, k: int) -> list[tuple[int, float]]:
         """Class-conditioned search: weight every feature by the class's classifier weights, then cosine."""
-        from semsearch.classes import resolve_class
         from semsearch.encoders.image import classifier_weights
 
-        weights = classifier_weights(self.model_name)[0][resolve_class(focus)]
+        weights = classifier_weights(self.model_name)[0][focus_class]
         snap = self.store.snapshot([IMAGE_SPACE])
+        if not len(snap):
+            return []
         database = normalise(snap.vectors[IMAGE_SPACE] * weights)
         scores = database @ normalise(features * weights)
         top = np.argsort(-scores)[:k]
@@ -430,6 +495,9 @@ class Collection:
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         """Images nearest to a joint-space vector."""
+        k = self._clamp(k)
+        if not k:
+            return []
         ids, scores = self.vector_index(JOINT_SPACE).search(vector[None], k)
         return self._hits(
             ((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k

@@ -7,6 +7,7 @@ kept in memory (`lookahead` batches), never the whole input.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -22,9 +23,23 @@ from semsearch.media import load_image
 
 
 @dataclass(frozen=True)
+class FileState:
+    """The very bytes that were decoded: their hash, and the file's size and mtime when they were read.
+
+    The file is read once and those bytes are both hashed and decoded, so a file that changes while it is
+    indexed is recorded as what was embedded, never as a mix of two versions.
+    """
+
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
 class Skipped:
     path: Path
     reason: str
+    file: FileState | None = None  # None where the file could not be read at all
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,7 @@ class EncodedBatch:
     paths: list[Path]
     features: np.ndarray  # (n, feature_dim) float32 L2-normalised
     logits: np.ndarray  # (n, 1000) float32
+    files: list[FileState]
 
 
 def default_decode_threads() -> int:
@@ -39,11 +55,26 @@ def default_decode_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _decode(path: Path, size: int) -> np.ndarray | Skipped:
+def read_file(path: Path) -> tuple[bytes, FileState]:
+    """A file's bytes and their state; size and mtime are taken before reading, so a write during the read
+    leaves a newer mtime on disk than the one recorded, and the next index run looks again."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        data = f.read()
+    return data, FileState(hashlib.sha256(data).hexdigest(), st.st_size, st.st_mtime_ns)
+
+
+def _decode(path: Path, size: int) -> tuple[np.ndarray, FileState] | Skipped:
     try:
-        return load_image(path, size)
+        data, state = read_file(path)
+    except FileNotFoundError:  # deleted since the scan
+        return Skipped(path, "file not found")
+    except OSError as exc:
+        return Skipped(path, f"unreadable ({exc.strerror})")
+    try:
+        return load_image(data, size), state
     except DecodeError as exc:
-        return Skipped(path, str(exc))
+        return Skipped(path, str(exc), state)
 
 
 def encode_paths(
@@ -77,11 +108,11 @@ def encode_paths(
     if workers > 1:
         infer = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semsearch-encode")
 
-    def submit(batch_paths: list[Path], batch_pixels: list[np.ndarray]) -> Iterator[EncodedBatch]:
+    def submit(batch: list[tuple[Path, np.ndarray, FileState]]) -> Iterator[EncodedBatch]:
         if infer is None:
-            yield _encode(encoder, batch_paths, batch_pixels)
+            yield _encode(encoder, batch)
             return
-        encoding.append(infer.submit(_encode, encoder, batch_paths, batch_pixels))
+        encoding.append(infer.submit(_encode, encoder, batch))
         while len(encoding) >= workers:
             yield encoding.popleft().result()
 
@@ -95,8 +126,7 @@ def encode_paths(
                 pending.append((path, pool.submit(_decode, path, size)))
 
         refill()
-        batch_paths: list[Path] = []
-        batch_pixels: list[np.ndarray] = []
+        batch: list[tuple[Path, np.ndarray, FileState]] = []
         while pending:
             path, future = pending.popleft()
             refill()
@@ -104,13 +134,12 @@ def encode_paths(
             if isinstance(result, Skipped):
                 yield result
                 continue
-            batch_paths.append(path)
-            batch_pixels.append(result)
-            if len(batch_paths) == batch_size:
-                yield from submit(batch_paths, batch_pixels)
-                batch_paths, batch_pixels = [], []
-        if batch_paths:
-            yield from submit(batch_paths, batch_pixels)
+            batch.append((path, *result))
+            if len(batch) == batch_size:
+                yield from submit(batch)
+                batch = []
+        if batch:
+            yield from submit(batch)
         while encoding:
             yield encoding.popleft().result()
     finally:
@@ -121,6 +150,7 @@ def encode_paths(
             infer.shutdown(wait=True, cancel_futures=True)
 
 
-def _encode(encoder: ImageEncoder, paths: list[Path], pixels: list[np.ndarray]) -> EncodedBatch:
+def _encode(encoder: ImageEncoder, batch: list[tuple[Path, np.ndarray, FileState]]) -> EncodedBatch:
+    paths, pixels, files = zip(*batch)
     features, logits = encoder.encode(np.stack(pixels))
-    return EncodedBatch(paths=list(paths), features=features, logits=logits)
+    return EncodedBatch(paths=list(paths), features=features, logits=logits, files=list(files))

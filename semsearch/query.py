@@ -6,7 +6,8 @@ Grammar (operators need spaces around them, so "t-shirt" stays one word)::
     term   := [weight ":"] (image-path | text)
     "cat + ./photo.jpg - grass"     "2:beach + sunset"     "a dog on the beach"
 
-A term is an image when it names an existing file or ends in an image extension.
+A term is an image when it names an existing file or ends in an image extension. A text term of stop words
+only ("the a of") has nothing to search for and is refused like an empty query.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semsearch.encoders.words import function_words, tokenize
 from semsearch.errors import EmptyQueryError
 
 _OPERATOR = re.compile(r"(?:^|\s+)([+-])\s+|^([+-])(?=\S)")
@@ -55,11 +57,20 @@ def parse_query(query: str) -> list[Term]:
         if _is_image(body):
             terms.append(Term(sign * weight, image=body))
         else:
+            _refuse_stop_words_only(body)
             terms.append(Term(sign * weight, text=body))
         sign = 1.0
     if not terms:
         raise EmptyQueryError("the query has no terms to search for")
     return terms
+
+
+def _refuse_stop_words_only(text: str) -> None:
+    words = tokenize(text)
+    if words and function_words().issuperset(words):
+        raise EmptyQueryError(
+            f"{text!r} has only stop words (such as 'the', 'a', 'of'): say what the photos should show"
+        )
 
 
 def _is_image(text: str) -> bool:

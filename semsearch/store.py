@@ -4,27 +4,36 @@ Layout of a collection directory::
 
     catalog.sqlite      meta (schema, model identity), images (path, size, mtime, hash, label, row), skipped
     <space>.<gen>.f32   raw float32 rows, one file per vector space ("features", "logits", ...)
+    index/              saved nearest-neighbour indexes (see Collection), written atomically
     .lock               held by the one writer
 
 Vector rows are appended and flushed *before* the catalog rows that point at them are committed, so a
-crash (even `kill -9`) leaves only unreferenced tail rows, which the next writer truncates. Readers see a
-consistent snapshot: the catalog is read in one transaction and rows are never rewritten in place
-(compaction writes a new generation of files and switches to it in one commit).
+crash (even `kill -9`) or a full disk leaves only unreferenced tail rows, possibly a partial one, which the
+next writer truncates; readers only ever map whole rows. Readers see a consistent snapshot: the catalog is
+read in one transaction and rows are never rewritten in place (compaction writes a new generation of files
+and switches to it in one commit). What a killed writer leaves behind (an old or unfinished generation of
+vector files, temp files of index saves) is swept by the next writer when it opens the collection.
+
+Paths and labels are stored as TEXT when they are valid UTF-8, which is nearly always, and otherwise, for
+file names that are not UTF-8 (Python holds their odd bytes as surrogate escapes), as a BLOB of the file
+system's own bytes: each form round-trips to the exact name, so the stored path opens the very file.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from semsearch.errors import CollectionError
+from semsearch.paths import sweep_temporaries
 
 SCHEMA_VERSION = 1
 CATALOG = "catalog.sqlite"
@@ -50,6 +59,24 @@ CREATE TABLE IF NOT EXISTS skipped (
 """
 
 
+_VECTOR_FILE = re.compile(r"(?P<space>\w+)\.(?P<generation>\d+)\.f32")
+
+
+def _to_sql(text: str | None) -> str | bytes | None:
+    """A path or label as SQLite stores it: TEXT, or the file system's bytes where it is not UTF-8."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
+def _from_sql(value: str | bytes | None) -> str | None:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 @dataclass(frozen=True)
 class Record:
     """One indexed image as the catalog knows it."""
@@ -61,6 +88,11 @@ class Record:
     sha256: str
     label: str | None
     row: int
+
+    @classmethod
+    def from_sql(cls, row: tuple) -> Record:
+        image_id, path, size, mtime_ns, sha256, label, vector_row = row
+        return cls(image_id, _from_sql(path), size, mtime_ns, sha256, _from_sql(label), vector_row)
 
 
 @dataclass(frozen=True)
@@ -116,6 +148,7 @@ class Store:
             raise CollectionError(f"collection {self.root} was made by a newer semsearch (schema {version})")
         if writable:
             self._truncate_tails()
+            self._sweep()
 
     # --- locking and schema ---------------------------------------------------------------------
     def _acquire_lock(self) -> None:
@@ -153,13 +186,24 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic write: everything inside commits together or not at all."""
-        self.db.execute("BEGIN IMMEDIATE")
+        with self.writing():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A failed write (disk full, file too large, I/O error) becomes one clear CollectionError."""
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            yield
+        except (OSError, sqlite3.OperationalError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise CollectionError(f"cannot write to collection {self.root}: {reason}") from exc
 
     # --- meta -------------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -188,13 +232,34 @@ class Store:
         (top,) = self.db.execute("SELECT COALESCE(MAX(row) + 1, 0) FROM images").fetchone()
         return int(top)
 
-    def _truncate_tails(self) -> None:
-        """Drop rows past the last committed one: leftovers of a write that crashed before its commit."""
-        rows, generation = self._row_count(), self._generation()
-        for space, dim in self._spaces().items():
-            path = self._vector_path(space, generation)
-            if path.exists() and path.stat().st_size > rows * dim * 4:
-                os.truncate(path, rows * dim * 4)
+    def _truncate_tails(self, rows: int | None = None) -> None:
+        """Drop rows past the last committed one (or past `rows`): leftovers of a write that crashed or
+        failed (a full disk) before its commit, a partial row included."""
+        rows = self._row_count() if rows is None else rows
+        generation = self._generation()
+        with self.writing():
+            for space, dim in self._spaces().items():
+                path = self._vector_path(space, generation)
+                if path.exists() and path.stat().st_size > rows * dim * 4:
+                    os.truncate(path, rows * dim * 4)
+
+    def _sweep(self) -> None:
+        """Delete what killed writers left: vector files of another generation than the catalog's (compaction
+        killed before its commit, or after it but before the unlink) and temp files of index saves."""
+        generation = self._generation()
+        for entry in os.scandir(self.root):
+            match = _VECTOR_FILE.fullmatch(entry.name)
+            if match and int(match["generation"]) != generation and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
+        sweep_temporaries(self.root / "index")
+
+    def _table(self, space: str, generation: int, dim: int) -> np.ndarray:
+        """A read-only map of a vector file's whole rows: a partial tail row (a write cut short) is never read."""
+        path = self._vector_path(space, generation)
+        rows = path.stat().st_size // (dim * 4)
+        if rows == 0:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim))
 
     def _next_row(self) -> int:
         """First free row: the vector files may hold unreferenced rows (freed by removals) before it."""
@@ -207,38 +272,47 @@ class Store:
         return max([self._row_count(), *sizes])
 
     def append_vectors(self, vectors: Mapping[str, np.ndarray]) -> int:
-        """Append aligned rows to every space's file, durably; returns the first row number."""
+        """Append aligned rows to every space's file, durably; returns the first row number.
+
+        A write that fails part-way (a full disk) is cut back to `first`, so no partial row stays behind.
+        """
         first = self._next_row()
         meta = self.meta()
         generation, spaces = self._generation(meta), self._spaces(meta)
-        for space, array in vectors.items():
-            array = np.ascontiguousarray(array, dtype=np.float32)
-            if space not in spaces:
-                self.set_meta(**{f"dim.{space}": str(array.shape[1])})
-            elif spaces[space] != array.shape[1]:
-                raise CollectionError(
-                    f"{space} vectors have {array.shape[1]} dims, collection has {spaces[space]}"
-                )
-            path = self._vector_path(space, generation)
-            with open(path, "ab") as f:
-                if f.tell() != first * array.shape[1] * 4:
-                    f.truncate(first * array.shape[1] * 4)
-                    f.seek(0, os.SEEK_END)
-                f.write(array.tobytes())
-                f.flush()
-                os.fsync(f.fileno())
+        try:
+            with self.writing():
+                for space, array in vectors.items():
+                    array = np.ascontiguousarray(array, dtype=np.float32)
+                    if space not in spaces:
+                        self.set_meta(**{f"dim.{space}": str(array.shape[1])})
+                    elif spaces[space] != array.shape[1]:
+                        raise CollectionError(
+                            f"{space} vectors have {array.shape[1]} dims, collection has {spaces[space]}"
+                        )
+                    with open(self._vector_path(space, generation), "ab") as f:
+                        if f.tell() != first * array.shape[1] * 4:
+                            f.truncate(first * array.shape[1] * 4)
+                            f.seek(0, os.SEEK_END)
+                        f.write(array.tobytes())
+                        f.flush()
+                        os.fsync(f.fileno())
+        except CollectionError:
+            with suppress(CollectionError):  # best effort: the next writer truncates the tail anyway
+                self._truncate_tails(first)
+            raise
         return first
 
     # --- catalog writes ---------------------------------------------------------------------------
     def records(self) -> dict[str, Record]:
         """Every indexed image by path."""
         rows = self.db.execute("SELECT id, path, size, mtime_ns, sha256, label, row FROM images")
-        return {r[1]: Record(*r) for r in rows}
+        return {record.path: record for record in map(Record.from_sql, rows)}
 
     def skipped(self) -> dict[str, tuple[int, int, str]]:
         """Known-bad files by path: (size, mtime_ns, reason), so unchanged ones are not decoded again."""
         return {
-            p: (s, m, r) for p, s, m, r in self.db.execute("SELECT path, size, mtime_ns, reason FROM skipped")
+            _from_sql(p): (s, m, r)
+            for p, s, m, r in self.db.execute("SELECT path, size, mtime_ns, reason FROM skipped")
         }
 
     def upsert(self, records: Iterable[tuple[str, int, int, str, str | None, int]]) -> None:
@@ -249,34 +323,36 @@ class Store:
         """
         with self.transaction() as db:
             for path, size, mtime_ns, sha256, label, row in records:
-                db.execute("DELETE FROM images WHERE path = ?", (path,))
+                key = _to_sql(path)
+                db.execute("DELETE FROM images WHERE path = ?", (key,))
                 db.execute(
                     "INSERT INTO images (path, size, mtime_ns, sha256, label, row) VALUES (?, ?, ?, ?, ?, ?)",
-                    (path, size, mtime_ns, sha256, label, row),
+                    (key, size, mtime_ns, sha256, _to_sql(label), row),
                 )
-                db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+                db.execute("DELETE FROM skipped WHERE path = ?", (key,))
 
     def touch(self, updates: Iterable[tuple[str, int, int]]) -> None:
         """Record a new size/mtime for files whose content hash did not change."""
         with self.transaction() as db:
             db.executemany(
-                "UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?", [(s, m, p) for p, s, m in updates]
+                "UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?",
+                [(s, m, _to_sql(p)) for p, s, m in updates],
             )
 
     def remove(self, paths: Iterable[str]) -> None:
         with self.transaction() as db:
-            db.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in paths])
+            db.executemany("DELETE FROM images WHERE path = ?", [(_to_sql(p),) for p in paths])
 
     def mark_skipped(self, entries: Iterable[tuple[str, int, int, str]]) -> None:
         """Remember bad files (path, size, mtime_ns, reason); an image that turned bad leaves the index."""
-        entries = list(entries)
+        entries = [(_to_sql(path), size, mtime_ns, reason) for path, size, mtime_ns, reason in entries]
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", entries)
             db.executemany("DELETE FROM images WHERE path = ?", [(e[0],) for e in entries])
 
     def forget_skipped(self, paths: Iterable[str]) -> None:
         with self.transaction() as db:
-            db.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
+            db.executemany("DELETE FROM skipped WHERE path = ?", [(_to_sql(p),) for p in paths])
 
     def compact(self) -> None:
         """Rewrite vector files without freed rows when they are mostly garbage (new generation, one commit)."""
@@ -287,13 +363,13 @@ class Store:
         meta = self.meta()
         old, new = self._generation(meta), self._generation(meta) + 1
         order = [r for (r,) in self.db.execute("SELECT row FROM images ORDER BY row")]
-        for space, dim in self._spaces(meta).items():
-            source = np.memmap(self._vector_path(space, old), dtype=np.float32, mode="r").reshape(-1, dim)
-            target = self._vector_path(space, new)
-            with open(target, "wb") as f:
-                f.write(np.ascontiguousarray(source[order]).tobytes())
-                f.flush()
-                os.fsync(f.fileno())
+        with self.writing():
+            for space, dim in self._spaces(meta).items():
+                source = self._table(space, old, dim)
+                with open(self._vector_path(space, new), "wb") as f:
+                    f.write(np.ascontiguousarray(source[order]).tobytes())
+                    f.flush()
+                    os.fsync(f.fileno())
         with self.transaction() as db:
             db.execute(
                 "CREATE TEMP TABLE remap AS SELECT id, ROW_NUMBER() OVER (ORDER BY row) - 1 AS r FROM images"
@@ -319,25 +395,24 @@ class Store:
         wanted = available if spaces is None else {s: available[s] for s in spaces if s in available}
         vectors: dict[str, np.ndarray] = {}
         for space, dim in wanted.items():
-            path = self._vector_path(space, self._generation(meta))
             if not len(rows):
                 vectors[space] = np.zeros((0, dim), dtype=np.float32)
                 continue
-            table = np.memmap(path, dtype=np.float32, mode="r").reshape(-1, dim)
-            vectors[space] = table[row_numbers]
-        return Snapshot(ids=ids, rows=row_numbers, paths=[r[1] for r in rows], vectors=vectors, meta=meta)
+            vectors[space] = self._table(space, self._generation(meta), dim)[row_numbers]
+        paths = [_from_sql(r[1]) for r in rows]
+        return Snapshot(ids=ids, rows=row_numbers, paths=paths, vectors=vectors, meta=meta)
 
     def lookup(self, path: str) -> Record | None:
         row = self.db.execute(
-            "SELECT id, path, size, mtime_ns, sha256, label, row FROM images WHERE path = ?", (path,)
+            "SELECT id, path, size, mtime_ns, sha256, label, row FROM images WHERE path = ?", (_to_sql(path),)
         ).fetchone()
-        return Record(*row) if row else None
+        return Record.from_sql(row) if row else None
 
     def get(self, image_id: int) -> Record | None:
         row = self.db.execute(
             "SELECT id, path, size, mtime_ns, sha256, label, row FROM images WHERE id = ?", (image_id,)
         ).fetchone()
-        return Record(*row) if row else None
+        return Record.from_sql(row) if row else None
 
     def vectors_at(self, space: str, rows: list[int] | np.ndarray) -> np.ndarray:
         """Vectors of a few rows of one space (e.g. the query image's own features)."""
@@ -346,15 +421,15 @@ class Store:
         key = (space, self._generation(meta))
         table = self._tables.get(key)
         if table is None or (len(rows) and rows.max() >= len(table)):  # new file, or rows appended since
-            path = self._vector_path(*key)
-            table = np.memmap(path, dtype=np.float32, mode="r").reshape(-1, self._spaces(meta)[space])
+            table = self._table(*key, self._spaces(meta)[space])
             self._tables = {key: table, **{k: v for k, v in self._tables.items() if k[0] != space}}
         return np.array(table[rows])
 
     def paths_of(self, ids: list[int]) -> dict[int, str]:
         """Paths of image ids that are (still) in the catalog, in one query."""
         marks = ",".join("?" * len(ids))
-        return dict(self.db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", ids))
+        rows = self.db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", ids)
+        return {image_id: _from_sql(path) for image_id, path in rows}
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -163,3 +164,122 @@ def test_demo_runs_on_bundled_photos(tmp_path):
     assert top("similar to cat-and-coffee.jpg, focus 'tabby cat'") == "chelsea"
     assert top("similar to cat-and-coffee.jpg, focus 'espresso'") == "coffee"
     assert top("search 'a cup of coffee'") in ("coffee", "cat-and-coffee")
+
+
+def _limited(resource_name: str, limit: int):
+    """preexec_fn: run the child under a resource limit (RLIMIT_FSIZE: writes past `limit` bytes fail with
+    EFBIG, as on a full disk: Python ignores SIGXFSZ; RLIMIT_AS: allocations past it fail)."""
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(getattr(resource, resource_name), (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_is_a_one_line_error_and_the_collection_still_answers(small_photos, caltech):
+    db = small_photos.parent / "db"
+    assert run("index", str(small_photos), "--db", str(db)).returncode == 0
+    shutil.copytree(caltech / "okapi", small_photos / "okapi", ignore=lambda d, names: sorted(names)[8:])
+    limit = (db / "features.0.f32").stat().st_size + 3 * 5120 + 100  # room for 3 of 8 rows, and a bit
+    done = subprocess.run(
+        [sys.executable, "-m", "semsearch.cli", "index", str(small_photos), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limited("RLIMIT_FSIZE", limit),
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: cannot write to collection {db}: File too large"]
+    for name, dim in (("features.0.f32", 1280), ("logits.0.f32", 1000)):  # no partial row left behind
+        assert (db / name).stat().st_size % (dim * 4) == 0
+    assert _count(db) == 12
+
+    query = sorted((small_photos / "laptop").iterdir())[0]
+    done = run("similar", str(query), "--db", str(db), "-k", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 3
+    done = run("index", str(small_photos), "--db", str(db), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["added"] == 8 and _count(db) == 20
+
+
+def test_a_huge_k_is_clamped_to_what_exists(small_photos):
+    """-k 1000000000 once allocated 21 GB; here the process may use 3 GiB of address space at most."""
+    db = small_photos.parent / "db"
+    assert run("index", str(small_photos), "--db", str(db)).returncode == 0
+    query = str(sorted((small_photos / "laptop").iterdir())[0])
+    for args, expected in (
+        (["similar", query], 11),
+        (["similar", query, "--focus", "laptop"], 11),
+        (["search", "laptop"], 12),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "semsearch.cli", *args, "--db", str(db), "-k", "1000000000", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=_limited("RLIMIT_AS", 3 * 2**30),
+        )
+        assert done.returncode == 0, (args, done.stderr)
+        assert len(json.loads(done.stdout)) == expected
+    done = run("tags", query, "--db", str(db), "-k", "40000", "--json")
+    assert done.returncode == 0, done.stderr
+    assert 100 < len(json.loads(done.stdout)) < 40000
+
+
+def test_an_empty_collection_says_so(small_photos, tmp_path):
+    """A catalog with no images (a kill before the first batch leaves one): queries answer nothing, exit 0."""
+    (tmp_path / "nothing").mkdir()
+    db = tmp_path / "db"
+    assert run("index", str(tmp_path / "nothing"), "--db", str(db)).returncode == 0
+    query = str(sorted((small_photos / "laptop").iterdir())[0])
+    for args in (["similar", query], ["similar", query, "--focus", "laptop"], ["search", "laptop"]):
+        done = run(*args, "--db", str(db), "--json")
+        assert done.returncode == 0, (args, done.stderr)
+        assert json.loads(done.stdout) == []
+        assert done.stderr.strip().splitlines() == [
+            f"note: the collection {db} has no images yet: run `semsearch index FOLDER --db {db}`"
+        ]
+
+
+def test_names_that_are_not_utf8_are_indexed_shown_and_queried(small_photos):
+    db = small_photos.parent / "db"
+    bad = os.fsencode(small_photos) + b"/bad-\xff\xfe.jpg"
+    shutil.copyfile(sorted((small_photos / "laptop").iterdir())[0], bad)
+    (small_photos / "notes.txt").write_text("not a photo")
+    os.symlink(b"nowhere-\xff.jpg", os.fsencode(small_photos) + b"/dangling-\xff.jpg")
+    done = run("index", str(small_photos), "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    assert f"skipped {small_photos}/dangling-\\xff.jpg: broken symlink" in done.stdout
+    done = run("index", str(small_photos), "--db", str(db), "--json")
+    assert json.loads(done.stdout)["unchanged"] == 13
+    done = subprocess.run(  # the name as the shell passes it: the raw bytes
+        [sys.executable, "-m", "semsearch.cli", "similar", bad, "--db", str(db), "-k", "1", "--json"],
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(json.loads(done.stdout)[0]["path"]).parent.name == "laptop"
+    done = subprocess.run(  # a table on a terminal, the title naming the query
+        [sys.executable, "-m", "semsearch.cli", "similar", bad, "--db", str(db), "-k", "1"],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "500"},
+    )
+    assert done.returncode == 0 and b"bad-\\xff\\xfe.jpg" in done.stdout, done.stderr
+    done = run("similar", str(sorted((small_photos / "laptop").iterdir())[0]), "--db", str(db), "--json")
+    assert f"{small_photos}/bad-\\xff\\xfe.jpg" in {h["path"] for h in json.loads(done.stdout)}
+
+
+def test_queries_with_nothing_to_find_and_files_that_are_not_images(small_photos):
+    db = small_photos.parent / "db"
+    assert run("index", str(small_photos), "--db", str(db)).returncode == 0
+    done = run("search", "the a of", "--db", str(db))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and "stop words" in done.stderr
+    notes = small_photos / "notes.txt"
+    notes.write_text("not a photo")
+    done = run("similar", str(notes), "--db", str(db))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: {notes}: not an image"]

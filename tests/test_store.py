@@ -17,7 +17,7 @@ def _unit(n: int, dim: int, seed: int) -> np.ndarray:
 def _add(store: Store, names: list[str], seed: int) -> np.ndarray:
     vectors = _unit(len(names), 8, seed)
     first = store.append_vectors({"features": vectors, "logits": vectors[:, :4]})
-    store.upsert((name, 1, 1, f"hash-{name}", None, first + i) for i, name in enumerate(names))
+    store.upsert((name, 1, 1, f"hash-{first + i}", None, first + i) for i, name in enumerate(names))
     return vectors
 
 
@@ -78,3 +78,39 @@ def test_one_writer_at_a_time(tmp_path):
 def test_missing_collection_is_a_clear_error(tmp_path):
     with pytest.raises(CollectionError, match="no collection at"):
         Store(tmp_path / "nothing-here")
+
+
+def test_readers_never_see_a_partial_row(tmp_path):
+    """A write cut short (full disk, kill -9 inside write()) leaves part of a row; readers map whole rows."""
+    root = tmp_path / "db"
+    with Store(root, writable=True, create=True) as store:
+        a = _add(store, ["a", "b"], 0)
+    for name, extra in (("features.0.f32", 13), ("logits.0.f32", 5)):
+        with open(root / name, "ab") as f:
+            f.write(b"\x7f" * extra)
+    with Store(root) as reader:
+        snap = reader.snapshot()
+        assert snap.paths == ["a", "b"]
+        np.testing.assert_array_equal(snap.vectors["features"], a)
+        np.testing.assert_array_equal(reader.vectors_at("logits", [1]), a[1:, :4])
+    with Store(root, writable=True) as store:  # the next writer cuts the tail, then appends whole rows
+        c = _add(store, ["c"], 1)
+        np.testing.assert_array_equal(store.snapshot().vectors["features"], np.vstack([a, c]))
+    assert (root / "features.0.f32").stat().st_size == 3 * 8 * 4
+
+
+def test_paths_that_are_not_utf8_round_trip(tmp_path):
+    names = [
+        "plain.jpg",
+        "caf\u00e9.jpg",
+        "bad-\udcff\udcfe.jpg",
+        "\udce9t\u00e9.jpg",
+    ]  # the last two: not UTF-8
+    with Store(tmp_path / "db", writable=True, create=True) as store:
+        _add(store, names, 0)
+        store.mark_skipped([("broken-\udcff.jpg", 1, 1, "truncated image")])
+        assert sorted(store.records()) == sorted(names) == sorted(store.snapshot().paths)
+        assert all(store.lookup(n).path == n for n in names)
+        assert list(store.skipped()) == ["broken-\udcff.jpg"]
+        store.remove(names[2:])
+        assert sorted(store.records()) == sorted(names[:2])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from semsearch.errors import ModelError
-from semsearch.paths import write_atomically
+from semsearch.paths import sweep_temporaries, write_atomically
 from semsearch.vectors import normalise
 
 FORMAT = "semsearch-joint-head"
@@ -29,9 +29,11 @@ _ARRAYS = ("w1", "b1", "bn_mean", "bn_var", "bn_gamma", "bn_beta", "w2", "b2")
 
 
 def save_head(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write the model file atomically: a failed write never replaces an existing good file."""
+    """Write the model file atomically: a failed write never replaces an existing good file. Temp files
+    that killed saves of the same file left beside it are deleted first."""
     path = Path(path).expanduser().absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(path.parent, path.name)
     header = {"format": FORMAT, "version": VERSION, **meta}
     payload = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
     payload["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)

@@ -252,12 +252,14 @@ def tags(
     blend: float = TAG_BLEND,
 ) -> list[list[tuple[str, float]]]:
     """Top-k tags of each joint vector: cosine to the tag vocabulary, blended with the class probability
-    mass behind each word when `probabilities` ((n, 1000), e.g. ConSE.probabilities) are given."""
+    mass behind each word when `probabilities` ((n, 1000), e.g. ConSE.probabilities) are given. A k past
+    the vocabulary's size gives every tag."""
     if space is None:
         from semsearch.encoders.words import load_words
 
         space = load_words()
     words, vectors, member = _vocab(space)
+    k = min(k, len(words))
     q = normalise(np.atleast_2d(joint_vectors))
     scores = q @ vectors.T
     if probabilities is not None:

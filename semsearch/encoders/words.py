@@ -34,10 +34,27 @@ def tokenize(text: str) -> list[str]:
 
 
 @cache
-def stop_words() -> frozenset[str]:
-    """English stop words (and other never-useful tags), from the project's own list."""
+def _word_lists() -> list[frozenset[str]]:
+    """The sections of the project's stop-word list (a '#' line starts one): function words, then others."""
     text = resources.files("semsearch.data").joinpath("stopwords.txt").read_text("utf-8")
-    return frozenset(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
+    sections: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            sections[-1].extend(line.split())
+        elif sections[-1]:
+            sections.append([])
+    return [frozenset(words) for words in sections]
+
+
+def function_words() -> frozenset[str]:
+    """English function words ('the', 'of', 'which'): a query of these only has nothing to search for."""
+    return _word_lists()[0]
+
+
+@cache
+def stop_words() -> frozenset[str]:
+    """Words left out of tags and of multi-word phrases: function words and other never-useful tag words."""
+    return frozenset().union(*_word_lists())
 
 
 def _unknown_error(words: list[str]) -> UnknownWordError:

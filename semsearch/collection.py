@@ -391,9 +391,9 @@ class Collection:
         """Nearest images to a photo; with `focus`, features are re-weighted by one ImageNet class."""
         from semsearch.classes import resolve_class
 
-        focus_class = None if focus is None else resolve_class(focus)
-        features, _, own = self.query_vector(image)
         k = self._clamp(k)
+        focus_class = None if focus is None else resolve_class(focus)
+        features, _, own = self.query_vector(image)  # a bad query is refused even by an empty collection
         if not k:
             return []
         if focus_class is None:
@@ -415,8 +415,6 @@ class Collection:
 
         weights = classifier_weights(self.model_name)[0][focus_class]
         snap = self.store.snapshot([IMAGE_SPACE])
-        if not len(snap):
-            return []
         database = normalise(snap.vectors[IMAGE_SPACE] * weights)
         scores = database @ normalise(features * weights)
         top = np.argsort(-scores)[:k]

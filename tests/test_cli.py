@@ -10,19 +10,35 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 
-def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run(
+    *args: str | bytes, env: dict | None = None, limit: tuple[str, int] | None = None
+) -> subprocess.CompletedProcess:
+    """The CLI in a new process; `limit` = (resource, value) runs it under that resource limit."""
     return subprocess.run(
         [sys.executable, "-m", "semsearch.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, **(env or {})},
+        preexec_fn=None if limit is None else _limited(*limit),
     )
+
+
+def _limited(resource_name: str, limit: int) -> Callable[[], None]:
+    """preexec_fn: run the child under a resource limit (RLIMIT_FSIZE: writes past `limit` bytes fail with
+    EFBIG, as on a full disk: Python ignores SIGXFSZ; RLIMIT_AS: allocations past it fail)."""
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(getattr(resource, resource_name), (limit, limit))
+
+    return apply
 
 
 def _count(db: Path) -> int:
@@ -119,6 +135,12 @@ def test_queries_on_indexed_photos_never_load_the_cnn(small_photos):
         assert "HEAVY []" in done.stderr, (args, done.stderr)
 
 
+def _answers_queries(db: Path, query: Path) -> None:
+    done = run("similar", str(query), "--db", str(db), "-k", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 3
+
+
 def test_kill_9_during_indexing_leaves_a_working_collection(caltech, tmp_path):
     db = tmp_path / "db"
     proc = subprocess.Popen(
@@ -139,10 +161,7 @@ def test_kill_9_during_indexing_leaves_a_working_collection(caltech, tmp_path):
     partial = _count(db)
     assert 100 <= partial < 1184
 
-    query = sorted((caltech / "okapi").iterdir())[0]
-    done = run("similar", str(query), "--db", str(db), "-k", "3", "--json")
-    assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)) == 3
+    _answers_queries(db, sorted((caltech / "okapi").iterdir())[0])
 
     done = run("index", str(caltech), "--db", str(db), "--json")
     assert done.returncode == 0, done.stderr
@@ -166,39 +185,19 @@ def test_demo_runs_on_bundled_photos(tmp_path):
     assert top("search 'a cup of coffee'") in ("coffee", "cat-and-coffee")
 
 
-def _limited(resource_name: str, limit: int):
-    """preexec_fn: run the child under a resource limit (RLIMIT_FSIZE: writes past `limit` bytes fail with
-    EFBIG, as on a full disk: Python ignores SIGXFSZ; RLIMIT_AS: allocations past it fail)."""
-    import resource
-
-    def apply() -> None:
-        resource.setrlimit(getattr(resource, resource_name), (limit, limit))
-
-    return apply
-
-
 def test_a_full_disk_is_a_one_line_error_and_the_collection_still_answers(small_photos, caltech):
     db = small_photos.parent / "db"
     assert run("index", str(small_photos), "--db", str(db)).returncode == 0
     shutil.copytree(caltech / "okapi", small_photos / "okapi", ignore=lambda d, names: sorted(names)[8:])
     limit = (db / "features.0.f32").stat().st_size + 3 * 5120 + 100  # room for 3 of 8 rows, and a bit
-    done = subprocess.run(
-        [sys.executable, "-m", "semsearch.cli", "index", str(small_photos), "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=_limited("RLIMIT_FSIZE", limit),
-    )
+    done = run("index", str(small_photos), "--db", str(db), limit=("RLIMIT_FSIZE", limit))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: cannot write to collection {db}: File too large"]
     for name, dim in (("features.0.f32", 1280), ("logits.0.f32", 1000)):  # no partial row left behind
         assert (db / name).stat().st_size % (dim * 4) == 0
     assert _count(db) == 12
 
-    query = sorted((small_photos / "laptop").iterdir())[0]
-    done = run("similar", str(query), "--db", str(db), "-k", "3", "--json")
-    assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)) == 3
+    _answers_queries(db, sorted((small_photos / "laptop").iterdir())[0])
     done = run("index", str(small_photos), "--db", str(db), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["added"] == 8 and _count(db) == 20
@@ -214,13 +213,7 @@ def test_a_huge_k_is_clamped_to_what_exists(small_photos):
         (["similar", query, "--focus", "laptop"], 11),
         (["search", "laptop"], 12),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "semsearch.cli", *args, "--db", str(db), "-k", "1000000000", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            preexec_fn=_limited("RLIMIT_AS", 3 * 2**30),
-        )
+        done = run(*args, "--db", str(db), "-k", "1000000000", "--json", limit=("RLIMIT_AS", 3 * 2**30))
         assert done.returncode == 0, (args, done.stderr)
         assert len(json.loads(done.stdout)) == expected
     done = run("tags", query, "--db", str(db), "-k", "40000", "--json")
@@ -254,20 +247,11 @@ def test_names_that_are_not_utf8_are_indexed_shown_and_queried(small_photos):
     assert f"skipped {small_photos}/dangling-\\xff.jpg: broken symlink" in done.stdout
     done = run("index", str(small_photos), "--db", str(db), "--json")
     assert json.loads(done.stdout)["unchanged"] == 13
-    done = subprocess.run(  # the name as the shell passes it: the raw bytes
-        [sys.executable, "-m", "semsearch.cli", "similar", bad, "--db", str(db), "-k", "1", "--json"],
-        capture_output=True,
-        timeout=300,
-    )
+    done = run("similar", bad, "--db", str(db), "-k", "1", "--json")  # the name as a shell passes it: bytes
     assert done.returncode == 0, done.stderr
     assert Path(json.loads(done.stdout)[0]["path"]).parent.name == "laptop"
-    done = subprocess.run(  # a table on a terminal, the title naming the query
-        [sys.executable, "-m", "semsearch.cli", "similar", bad, "--db", str(db), "-k", "1"],
-        capture_output=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "500"},
-    )
-    assert done.returncode == 0 and b"bad-\\xff\\xfe.jpg" in done.stdout, done.stderr
+    done = run("similar", bad, "--db", str(db), "-k", "1", env={"COLUMNS": "500"})  # the title names it
+    assert done.returncode == 0 and "bad-\\xff\\xfe.jpg" in done.stdout, done.stderr
     done = run("similar", str(sorted((small_photos / "laptop").iterdir())[0]), "--db", str(db), "--json")
     assert f"{small_photos}/bad-\\xff\\xfe.jpg" in {h["path"] for h in json.loads(done.stdout)}
 

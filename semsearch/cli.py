@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         app.main(args=argv, prog_name="semsearch", standalone_mode=False)
     except SemsearchError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {shown(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

@@ -23,10 +23,15 @@ def default_db() -> Path:
     return Path(os.environ.get("SEMSEARCH_DB") or platformdirs.user_data_dir("semsearch")) / "default"
 
 
-def shown(path: str) -> str:
-    """A path as text that prints and encodes anywhere: bytes of a name that are not UTF-8 (held by Python as
-    surrogate escapes) appear as `\\xff`. For display only: the path itself opens the file."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def shown(text: str) -> str:
+    """A path (or a message naming one) as text that prints and encodes anywhere: bytes of a name that are
+    not UTF-8 (held by Python as surrogate escapes) appear as `\\xff`. For display only: the path itself
+    opens the file."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 _TEMP_SUFFIX = ".tmp"

@@ -254,6 +254,8 @@ def test_names_that_are_not_utf8_are_indexed_shown_and_queried(small_photos):
     assert done.returncode == 0 and "bad-\\xff\\xfe.jpg" in done.stdout, done.stderr
     done = run("similar", str(sorted((small_photos / "laptop").iterdir())[0]), "--db", str(db), "--json")
     assert f"{small_photos}/bad-\\xff\\xfe.jpg" in {h["path"] for h in json.loads(done.stdout)}
+    done = run("similar", bad.replace(b"bad", b"missing"), "--db", str(db))
+    assert done.stderr.splitlines() == [f"error: image {small_photos}/missing-\\xff\\xfe.jpg does not exist"]
 
 
 def test_queries_with_nothing_to_find_and_files_that_are_not_images(small_photos):

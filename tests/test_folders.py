@@ -29,6 +29,7 @@ from semsearch.collection import IMAGE_SPACE, Collection
 from semsearch.encoders.words import function_words, stop_words, tokenize
 from semsearch.errors import DecodeError, EmptyQueryError
 from semsearch.media import load_image
+from semsearch.paths import shown
 from semsearch.query import parse_query
 from semsearch.store import Store
 
@@ -88,6 +89,12 @@ def test_any_file_name_is_indexed_queried_and_shown(caltech, names):
         with Collection(db, writable=True) as c:
             again = c.sync(Path(os.fsdecode(folder)))
         assert (again.unchanged, again.added, again.removed) == (len(names), 0, 0)
+
+
+@given(st.binary(), st.lists(st.integers(0, sys.maxunicode)).map(lambda codes: "".join(map(chr, codes))))
+def test_shown_text_always_encodes_and_escapes_only_what_is_not_utf8(name, text):
+    assert shown(os.fsdecode(name)) == name.decode("utf-8", "backslashreplace")
+    shown(text).encode("utf-8")  # even lone surrogates that no file name decodes to
 
 
 def test_undecodable_names_are_escaped_when_shown(small_photos):

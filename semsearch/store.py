@@ -246,10 +246,16 @@ class Store:
     def _sweep(self) -> None:
         """Delete what killed writers left: vector files of another generation than the catalog's (compaction
         killed before its commit, or after it but before the unlink) and temp files of index saves."""
-        generation = self._generation()
+        meta = self.meta()
+        generation, spaces = self._generation(meta), self._spaces(meta)
         for entry in os.scandir(self.root):
             match = _VECTOR_FILE.fullmatch(entry.name)
-            if match and int(match["generation"]) != generation and entry.is_file(follow_symlinks=False):
+            if (
+                match
+                and match["space"] in spaces
+                and int(match["generation"]) != generation
+                and entry.is_file(follow_symlinks=False)
+            ):
                 Path(entry.path).unlink(missing_ok=True)
         sweep_temporaries(self.root / "index")
 

@@ -226,7 +226,7 @@ def test_the_next_writer_sweeps_what_killed_writers_left(tmp_path):
     _killed_while_saving(root / "index" / "joint-0123456789abcdef.idx")
     (root / "logits.0.f32").write_bytes(b"\0" * 64)  # killed after compaction's commit, before its unlink
     (root / "features.2.f32").write_bytes(b"\0" * 64)  # killed while writing the next generation
-    mine = [root / "notes.tmp", root / "index" / "readme.txt", root / "backup.f32"]
+    mine = [root / "notes.tmp", root / "index" / "readme.txt", root / "backup.f32", root / "other.0.f32"]
     for path in mine:
         path.write_text("the user's own file")
 

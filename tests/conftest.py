@@ -55,3 +55,86 @@ def small_photos(caltech, tmp_path) -> Path:
         for src in sorted((caltech / name).iterdir())[:4]:
             shutil.copy2(src, folder / name / src.name)
     return folder
+
+
+TINY_WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "an",
+    "cat",
+    "dog",
+    "running",
+    "on",
+    "grass",
+    "two",
+    "people",
+    "riding",
+    "bicycles",
+    "down",
+    "city",
+    "street",
+    "at",
+    "night",
+    "coffee",
+    "red",
+    "car",
+    "parked",
+    "next",
+    "to",
+    "white",
+    "building",
+    "astronaut",
+    "moon",
+    "over",
+    "sea",
+    "plate",
+    "food",
+    "wooden",
+    "table",
+    "beach",
+    "boat",
+    "water",
+    "crocodile",
+    "laptop",
+    "soccer",
+    "ball",
+]
+
+
+def make_tiny_clip(folder: Path) -> Path:
+    """A tiny, randomly initialised CLIP model folder as `save_pretrained` writes one (config, weights,
+    tokenizer.json, preprocessor config): no CLIP weights exist offline, so the whole path is tested
+    with this."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    specials = ["<|startoftext|>", "<|endoftext|>", "[UNK]"]
+    vocab = {t: i for i, t in enumerate([*specials, *dict.fromkeys(TINY_WORDS)])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>",
+        special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)],
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text('{"pad_token": "<|endoftext|>", "model_max_length": 77}')
+    layers = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}
+    text = {**layers, "vocab_size": len(vocab), "max_position_embeddings": 77}
+    text |= {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
+    vision = {**layers, "image_size": 32, "patch_size": 8}
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    CLIPModel(config).save_pretrained(str(folder))
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "model")

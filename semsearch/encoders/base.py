@@ -1,6 +1,7 @@
 """The encoder protocol: what the rest of semsearch knows about a model.
 
-An *image model* turns pixels into one or more named vector spaces (the ImageNet CNN: `features` and
+Making a model object is cheap (no weights loaded); it is prepared and loaded on first use. An
+*image model* turns pixels into one or more named vector spaces (the ImageNet CNN: `features` and
 `logits`; a CLIP-family model: one joint image-text space). Its first space is the one image-to-image
 search uses. Optional abilities are methods that answer None when a model lacks them: an ImageNet
 classifier (class-conditioned "focus" search, ConSE) or a text side that maps text into the image space
@@ -55,7 +56,15 @@ class ImageModel(Protocol):
     identity: str  # the weights; recorded with the collection, a mismatch is refused
     pixels: PixelInput
     spaces: tuple[Space, ...]  # spaces[0] is what image-to-image search uses
-    runtime: str  # how it runs here: "onnx", "onnx-int8" or "torch" (see runtime.py)
+    runtime: str  # how it runs here: "onnx", "onnx-int8" or "torch" (prepares the model if needed)
+
+    def prepared(self) -> bool:
+        """Whether this machine has prepared the model (else the first `encode` takes about a minute)."""
+        ...
+
+    def describe_runtime(self) -> str:
+        """The runtime recorded on this machine and why, for people; never prepares anything."""
+        ...
 
     def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """uint8 (n, size, size, 3) → {space name: (n, dim) float32}."""

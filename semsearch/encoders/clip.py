@@ -180,11 +180,10 @@ def _graphs(ref: str) -> tuple[Graph, Graph]:
 class ClipText:
     """Texts → unit vectors in the model's joint space."""
 
-    def __init__(self, ref: str, runtime: str, threads: int) -> None:
-        self.identity = identity(ref)
+    def __init__(self, ref: str, runtime: str, threads: int, dim: int) -> None:
+        self.identity, self.dim = identity(ref), dim
         self._tokenize = _tokens(_folder(ref))
         self._runner = Runner(_graphs(ref)[1], runtime, threads)
-        self.dim = int(self._runner.run(self._tokenize(["a"]))["embeds"].shape[1])
 
     def encode(self, texts: list[str]) -> np.ndarray:
         texts = [" ".join(t.split()) for t in texts]
@@ -196,21 +195,35 @@ class ClipText:
 
 
 class Clip:
-    """Pixels → {"clip": unit vectors in the model's joint image-text space}."""
+    """Pixels → {"clip": unit vectors in the model's joint image-text space}.
+
+    Cheap to make (reads the model's JSON files); prepared and loaded on the first `encode`.
+    """
 
     def __init__(self, ref: str, runtime: str = "auto", threads: int = DEFAULT_THREADS) -> None:
+        folder = _folder(ref)
         self.name, self.identity = f"clip:{ref}", identity(ref)
-        self._ref, self._runtime_choice, self.threads = ref, runtime, threads
-        self._preprocess = _Preprocessor(_folder(ref))
-        self._runner = Runner(_graphs(ref)[0], runtime, threads)
-        self.runtime = self._runner.runtime
+        self._ref, self._runtime, self.threads = ref, runtime, threads
+        self._preprocess = _Preprocessor(folder)
         self.pixels = PixelInput(self._preprocess.size, "crop")
-        dim = int(
-            self._runner.run({"pixel_values": self._preprocess(check_photos(self.pixels.size, "crop")[:1])})[
-                "embeds"
-            ].shape[1]
+        config = _read_json(folder / "config.json")
+        self.spaces = (
+            Space(SPACE, int(config.get("projection_dim") or config.get("text_config", {})["hidden_size"])),
         )
-        self.spaces = (Space(SPACE, dim),)
+
+    @cached_property
+    def _runner(self) -> Runner:
+        return Runner(_graphs(self._ref)[0], self._runtime, self.threads)
+
+    @property
+    def runtime(self) -> str:
+        return self._runner.runtime
+
+    def prepared(self) -> bool:
+        return bool(recorded(_graphs(self._ref)[0].key))
+
+    def describe_runtime(self) -> str:
+        return describe(recorded(_graphs(self._ref)[0].key))
 
     def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         if len(pixels) == 0:
@@ -222,18 +235,14 @@ class Clip:
 
     @cached_property
     def _text(self) -> ClipText:
-        return ClipText(self._ref, self._runtime_choice, self.threads)
+        return ClipText(self._ref, self._runtime, self.threads, self.spaces[0].dim)
 
     def text_model(self) -> ClipText:
         return self._text
 
     def __repr__(self) -> str:
-        return f"Clip({self.name!r}, runtime={self.runtime!r})"
+        return f"Clip({self.name!r})"
 
 
 def load(ref: str, runtime: str = "auto", threads: int = DEFAULT_THREADS) -> Clip:
     return Clip(ref, runtime, threads)
-
-
-def recorded_runtime(ref: str) -> str:
-    return describe(recorded(_graphs(ref)[0].key))

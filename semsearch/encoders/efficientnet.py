@@ -8,7 +8,7 @@ chooses how the model runs; this module says what the model is. ReLU6 is kept: t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import import_module, metadata
 from pathlib import Path
 
@@ -144,15 +144,32 @@ def graph(name: str) -> Graph:
 
 
 class EfficientNetLite:
-    """Pixels -> {"features": L2-normalised pooled features, "logits": ImageNet class logits}."""
+    """Pixels -> {"features": L2-normalised pooled features, "logits": ImageNet class logits}.
+
+    Cheap to make: the model is prepared (first use on a machine) and loaded on the first `encode`.
+    """
 
     def __init__(self, name: str = "lite0", runtime: str = "auto", threads: int = DEFAULT_THREADS) -> None:
         spec = model_spec(name)
         self.name, self.identity, self.threads = spec.name, spec.identity, threads
         self.pixels = PixelInput(spec.input_size, GEOMETRY)
         self.spaces = (Space("features", spec.feature_dim), Space("logits", CLASSES, normalised=False))
-        self._runner = Runner(graph(name), runtime, threads)
-        self.runtime = self._runner.runtime
+        self._graph, self._runtime = graph(name), runtime
+
+    @cached_property
+    def _runner(self) -> Runner:
+        return Runner(self._graph, self._runtime, self.threads)
+
+    @property
+    def runtime(self) -> str:
+        return self._runner.runtime
+
+    def prepared(self) -> bool:
+        """Whether this machine has prepared the model already (else the first encode takes a minute)."""
+        return bool(recorded(self._graph.key))
+
+    def describe_runtime(self) -> str:
+        return describe(recorded(self._graph.key))
 
     def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         size = self.pixels.size
@@ -177,11 +194,6 @@ class EfficientNetLite:
 
 def load(ref: str, runtime: str = "auto", threads: int = DEFAULT_THREADS) -> EfficientNetLite:
     return EfficientNetLite(ref, runtime, threads)
-
-
-def recorded_runtime(ref: str) -> str:
-    """The runtime recorded on this machine and why, without preparing anything."""
-    return describe(recorded(graph(ref).key))
 
 
 @cache

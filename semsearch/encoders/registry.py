@@ -1,10 +1,9 @@
 """Image models by name: `lite0`, `lite2`, `clip:<model id or folder>`, or a family from a plugin.
 
 A name is `family:ref`; `lite0` and `lite2` are short for `efficientnet:lite0` / `efficientnet:lite2`.
-A family is a module with three functions: `identity(ref) -> str` (the weights, known without loading
-them), `load(ref, runtime, threads) -> ImageModel` and `recorded_runtime(ref) -> str`. Other packages
-add families through the `semsearch.models` entry-point group (name = family, value = module path), so
-adding a model is one module.
+A family is a module with one function, `load(ref, runtime, threads) -> ImageModel` (cheap: weights
+are loaded on first use, see `base.py`). Other packages add families through the `semsearch.models`
+entry-point group (name = family, value = module path), so adding a model is one module.
 """
 
 from __future__ import annotations
@@ -43,22 +42,10 @@ def split(name: str) -> tuple[ModuleType, str]:
         raise ModelError(f"the {family} model family cannot be loaded: {exc}") from None
 
 
-def identity(name: str) -> str:
-    """The identity a collection records for a model name, without loading the weights."""
-    module, ref = split(name)
-    return module.identity(ref)
-
-
-def recorded_runtime(name: str) -> str:
-    """How the model runs on this machine and why ('not prepared ...' before first use)."""
-    module, ref = split(name)
-    return module.recorded_runtime(ref)
-
-
 @cache
 def load_image_model(
     name: str = DEFAULT_MODEL, runtime: str = "auto", threads: int = DEFAULT_THREADS
 ) -> ImageModel:
-    """The image model `name`, prepared on first use on this machine and shared per process."""
+    """The image model `name`, shared per process (prepared on first use on this machine)."""
     module, ref = split(name)
     return module.load(ref, runtime, threads)

@@ -5,7 +5,7 @@
     python bench/embed.py --runtimes      # + precision@10 of fp32 ONNX vs int8 ONNX features
     python bench/embed.py --limit 320     # fewer images, quicker
 
-"chosen runtime" is what `prepare()` recorded for lite0 on this machine (see the JSON beside the export
+"chosen runtime" is what `runtime.prepare()` recorded for lite0 on this machine (see the JSON beside the export
 in cache_dir()/models): "onnx-int8" when the int8 model passed its check and was clearly faster. That
 choice is stable on a machine, so a collection never mixes int8 and fp32 vectors; the fp32 rows force
 runtime="onnx" for comparison.
@@ -87,29 +87,41 @@ def row_decode(paths: list[Path]) -> Clock:
     return clock
 
 
-def row_encode(paths: list[Path], runtime: str = "auto") -> Clock:
-    """Encode stage alone: the chosen (or given) runtime on pre-decoded pixels, batch 32."""
-    from semsearch.encoders.image import load_encoder
+def _model(runtime: str = "auto", threads: int = 2):
+    from semsearch.encoders.registry import load_image_model
+
+    return load_image_model("lite0", runtime, threads)
+
+
+def _pixels(model, paths: list[Path], geometry: str | None = None) -> np.ndarray:
     from semsearch.media import load_image
 
-    enc = load_encoder("lite0", runtime=runtime)  # type: ignore[arg-type]
-    pixels = np.stack([load_image(p, enc.input_size) for p in paths])
-    enc.encode(pixels[:32])  # warm-up
+    return np.stack([load_image(p, model.pixels.size, geometry or model.pixels.geometry) for p in paths])
+
+
+def _features(model, pixels: np.ndarray) -> np.ndarray:
+    return np.concatenate([model.encode(pixels[i : i + 64])["features"] for i in range(0, len(pixels), 64)])
+
+
+def row_encode(paths: list[Path], runtime: str = "auto") -> Clock:
+    """Encode stage alone: the chosen (or given) runtime on pre-decoded pixels, batch 32."""
+    model = _model(runtime)
+    pixels = _pixels(model, paths)
+    model.encode(pixels[:32])  # warm-up
     with Clock() as clock:
         for i in range(0, len(pixels), 32):
-            enc.encode(pixels[i : i + 32])
+            model.encode(pixels[i : i + 32])
     return clock
 
 
 def row_pipeline(paths: list[Path], threads: int = 2) -> Clock:
     """encode_paths end to end (decode threads overlapped with inference)."""
-    from semsearch.encoders.image import load_encoder
     from semsearch.pipeline import EncodedBatch, encode_paths
 
-    enc = load_encoder("lite0", threads=threads)
-    enc.encode(np.zeros((32, 224, 224, 3), np.uint8))  # warm-up, as in row_encode
+    model = _model(threads=threads)
+    model.encode(np.zeros((32, 224, 224, 3), np.uint8))  # warm-up, as in row_encode
     with Clock() as clock:
-        results = encode_paths(paths, enc)
+        results = encode_paths(paths, model)
         n = sum(len(r.paths) for r in results if isinstance(r, EncodedBatch))
     assert n == len(paths), (n, len(paths))
     return clock
@@ -117,17 +129,17 @@ def row_pipeline(paths: list[Path], threads: int = 2) -> Clock:
 
 @contextlib.contextmanager
 def forced_runtime(runtime: str):
-    """Make every load_encoder() in this process (the collection's too) use `runtime`."""
-    from semsearch.encoders import image
+    """Make every load_image_model() in this process (the collection's too) use `runtime`."""
+    from semsearch.encoders import registry
 
-    original = image.load_encoder
-    image.load_encoder = lambda name="lite0", runtime_=None, threads=image.DEFAULT_THREADS: original(
+    original = registry.load_image_model
+    registry.load_image_model = lambda name="lite0", runtime_="auto", threads=2: original(
         name, runtime, threads
     )
     try:
         yield
     finally:
-        image.load_encoder = original
+        registry.load_image_model = original
 
 
 def row_index(paths: list[Path], runtime: str = "auto") -> Clock:
@@ -135,9 +147,8 @@ def row_index(paths: list[Path], runtime: str = "auto") -> Clock:
     import tempfile
 
     from semsearch.collection import Collection
-    from semsearch.encoders.image import load_encoder
 
-    load_encoder("lite0", runtime).encode(np.zeros((32, 224, 224, 3), np.uint8))  # type: ignore[arg-type]
+    _model(runtime).encode(np.zeros((32, 224, 224, 3), np.uint8))
     with tempfile.TemporaryDirectory() as tmp, forced_runtime(runtime):
         folder = Path(tmp) / "photos"
         folder.mkdir()
@@ -145,7 +156,7 @@ def row_index(paths: list[Path], runtime: str = "auto") -> Clock:
             (folder / f"{p.parent.name}-{p.name}").symlink_to(p)
         with Clock() as clock, Collection(Path(tmp) / "db", writable=True) as collection:
             report = collection.sync(folder)
-            used = collection.encoder.runtime
+            used = collection.model.runtime
     assert report.added == len(paths), report
     assert runtime == "auto" or used == runtime, (used, runtime)
     return clock
@@ -164,10 +175,9 @@ ROWS: list[tuple[str, Callable[[list[Path]], Clock]]] = [
 
 
 def throughput(paths: list[Path]) -> None:
-    from semsearch.encoders.image import load_encoder
-
-    enc = load_encoder("lite0")  # export/check happens here, outside the timings
-    print(f"{len(paths)} images from {DATA}; chosen runtime={enc.runtime}, cores={os.cpu_count()}\n")
+    model = _model()  # export/check happens here, outside the timings
+    print(f"{len(paths)} images from {DATA}; chosen runtime={model.runtime}, cores={os.cpu_count()}")
+    print(f"  why: {model.describe_runtime()}\n")
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     results = []
     for label, fn in ROWS:
@@ -194,37 +204,29 @@ def precision_at_10(features: np.ndarray, labels: np.ndarray, k: int = 10) -> fl
 
 
 def geometry_report(paths: list[Path]) -> None:
-    from semsearch.encoders.image import load_encoder
-    from semsearch.media import load_image
-
-    enc = load_encoder("lite0")
+    model = _model()
     labels = np.array([p.parent.name for p in paths])
     print(f"\nimage->image precision@10 on {len(paths)} images, {len(set(labels))} classes (lite0)")
     for geometry in ("crop", "squash"):
-        pixels = np.stack([load_image(p, enc.input_size, geometry=geometry) for p in paths])
-        feats = np.concatenate([enc.encode(pixels[i : i + 64])[0] for i in range(0, len(pixels), 64)])
+        feats = _features(model, _pixels(model, paths, geometry))
         print(f"  {geometry:<7} P@10 = {precision_at_10(feats, labels):.4f}")
 
 
 def runtime_report(paths: list[Path]) -> None:
     """P@10 of fp32 ONNX vs int8 ONNX features (default geometry), and how far the vectors differ."""
-    from semsearch.encoders.image import load_encoder
-    from semsearch.media import load_image
-
     labels = np.array([p.parent.name for p in paths])
-    pixels = np.stack([load_image(p, 224) for p in paths])
+    pixels = _pixels(_model(), paths)
     print(
         f"\nimage->image precision@10 on {len(paths)} images, {len(set(labels))} classes (lite0, default geometry)"
     )
     feats = {}
     for runtime in ("onnx", "onnx-int8"):
-        enc = load_encoder("lite0", runtime=runtime)  # type: ignore[arg-type]
-        feats[runtime] = np.concatenate(
-            [enc.encode(pixels[i : i + 64])[0] for i in range(0, len(pixels), 64)]
-        )
+        feats[runtime] = _features(_model(runtime), pixels)
         print(f"  {runtime:<10} P@10 = {precision_at_10(feats[runtime], labels):.4f}")
     cos = np.sum(feats["onnx"] * feats["onnx-int8"], axis=1)
-    print(f"  fp32 vs int8 feature cosine: min {cos.min():.4f}, median {np.median(cos):.4f}")
+    print(
+        f"  fp32 vs int8 feature cosine: min {cos.min():.4f}, median {np.median(cos):.4f}, mean {cos.mean():.4f}"
+    )
 
 
 def main() -> int:

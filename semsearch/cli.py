@@ -109,10 +109,8 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[..., None] | No
 @db_option
 @click.option(
     "--model",
-    type=click.Choice(["lite0", "lite2"]),
-    default="lite0",
-    show_default=True,
-    help="Image model: lite0 (fast) or lite2 (more accurate).",
+    help="Image model: lite0 (fast, default for a new collection), lite2 (more accurate), or a CLIP-family "
+    "model: clip:/path/to/model-folder (offline) or clip:org/name (downloaded once by transformers).",
 )
 @click.option(
     "--joint",
@@ -122,7 +120,12 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[..., None] | No
 @click.option("--text-model", type=click.Choice(["glove", "minilm"]), help="Text space without --joint.")
 @json_option
 def index(
-    folder: Path, db: Path | None, model: str, joint: Path | None, text_model: str | None, as_json: bool
+    folder: Path,
+    db: Path | None,
+    model: str | None,
+    joint: Path | None,
+    text_model: str | None,
+    as_json: bool,
 ) -> None:
     """Embed every image under FOLDER into the collection; only new or changed files are embedded."""
     from semsearch.collection import Collection

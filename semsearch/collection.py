@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch.errors import CollectionError, DecodeError, EmptyQueryError
+from semsearch.encoders.base import ImageModel
+from semsearch.errors import CollectionError, DecodeError, EmptyQueryError, ModelError
 from semsearch.paths import shown
 from semsearch.store import Store
 from semsearch.vectors import normalise
 
-IMAGE_SPACE = "features"
-LOGIT_SPACE = "logits"
+#: The derived space text queries search for an image model without a text side of its own (the
+#: ImageNet CNN): image vectors mapped into the word space by ConSE or a trained head.
 JOINT_SPACE = "joint"
 INDEX_DIR = "index"
 
@@ -148,16 +149,18 @@ class Collection:
     """A folder of photos made searchable: catalog, vectors and indexes under one directory."""
 
     def __init__(self, root: Path, *, writable: bool = False, model: str | None = None) -> None:
+        from semsearch.encoders.registry import DEFAULT_MODEL
+
         self.root = Path(root).expanduser().absolute()
         self.store = Store(self.root, writable=writable, create=writable)
         meta = self.store.meta()
+        self.model_name = model or meta.get("image_model_name") or DEFAULT_MODEL
         stored_model = meta.get("image_model")
-        if model is not None and stored_model is not None and stored_model != _identity(model):
+        if model is not None and stored_model is not None and stored_model != self.model.identity:
             raise CollectionError(
-                f"collection {self.root} was made with {stored_model}, not {_identity(model)}: "
+                f"collection {self.root} was made with {stored_model}, not {self.model.identity}: "
                 "use the same --model or a new --db"
             )
-        self.model_name = model or meta.get("image_model_name") or "lite0"
 
     def close(self) -> None:
         self.store.close()
@@ -168,12 +171,23 @@ class Collection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- models (loaded only when a query or an index run needs them) ------------------------------
+    # --- the image model (a cheap descriptor: weights load only when a photo must be encoded) ------
     @cached_property
-    def encoder(self):
-        from semsearch.encoders.image import load_encoder
+    def model(self) -> ImageModel:
+        from semsearch.encoders.registry import load_image_model
 
-        return load_encoder(self.model_name)
+        return load_image_model(self.model_name)
+
+    @property
+    def image_space(self) -> str:
+        """The space image-to-image search uses (the model's first)."""
+        return self.model.spaces[0].name
+
+    @property
+    def native_text(self) -> bool:
+        """Whether texts map straight into the image space (a CLIP-family model) instead of through
+        the word space and JOINT_SPACE (the ImageNet CNN)."""
+        return self.model.spaces[0].text
 
     # --- indexing ---------------------------------------------------------------------------------
     def sync(self, folder: Path, *, progress: Progress | None = None, batch_size: int = 32) -> IndexReport:
@@ -232,18 +246,18 @@ class Collection:
         report.removed = len(gone)
 
         done, total = 0, len(to_embed)
-        if to_embed and progress and not self._encoder_ready():
+        if to_embed and progress and not self.model.prepared():
             progress(0, total, PREPARING)
         if progress:
             progress(0, total)
         if to_embed:
-            encoder = self.encoder  # prepares the model on first use on this machine
-            report.runtime = self.runtime()
-            for item in encode_paths([Path(p) for p in to_embed], encoder, batch_size=batch_size):
+            self.model.runtime  # noqa: B018 -- prepares the model on first use on this machine
+            report.runtime = self.model.describe_runtime()
+            for item in encode_paths([Path(p) for p in to_embed], self.model, batch_size=batch_size):
                 # Recorded: the hash, size and mtime of the bytes that were decoded (read once in the
                 # pipeline), not the scan's, so a file that changed meanwhile is recorded as embedded.
                 if isinstance(item, EncodedBatch):
-                    first = self.store.append_vectors({IMAGE_SPACE: item.features, LOGIT_SPACE: item.logits})
+                    first = self.store.append_vectors(item.vectors)
                     rows = []
                     for offset, (path, file) in enumerate(zip(map(str, item.paths), item.files)):
                         label = to_embed[path][0].label
@@ -282,24 +296,10 @@ class Collection:
         self.store.upsert(moves)
         report.added += len(moves)
 
-    def _encoder_ready(self) -> bool:
-        from semsearch.encoders.image import recorded_decision
-
-        return "encoder" in self.__dict__ or bool(recorded_decision(self.model_name))
-
-    def runtime(self) -> str:
-        """The image model's runtime on this machine and why it was chosen (recorded at preparation)."""
-        from semsearch.encoders.image import recorded_decision
-
-        decision = recorded_decision(self.model_name)
-        if not decision:
-            return "not prepared on this machine yet"
-        return f"{decision['runtime']} ({decision.get('reason', 'chosen at preparation')})"
-
     def _claim_model(self) -> None:
         """Record which model makes this collection's vectors (first run) or refuse another one."""
         meta = self.store.meta()
-        identity = _identity(self.model_name)
+        identity = self.model.identity
         if "image_model" not in meta:
             self.store.set_meta(image_model=identity, image_model_name=self.model_name)
         elif meta["image_model"] != identity:
@@ -316,16 +316,19 @@ class Collection:
     def _vectors(self, space: str, rows: np.ndarray) -> np.ndarray:
         """Vectors of catalog rows in a space; joint vectors are derived from stored ones, never the CNN."""
         if space == JOINT_SPACE:
-            return self._embed_joint(
-                self.store.vectors_at(IMAGE_SPACE, rows), self.store.vectors_at(LOGIT_SPACE, rows)
-            )
+            return self._embed_joint({s.name: self.store.vectors_at(s.name, rows) for s in self.model.spaces})
         return self.store.vectors_at(space, rows)
+
+    @property
+    def text_space(self) -> str:
+        """The indexed space text queries search: the image space itself, or the derived joint space."""
+        return self.image_space if self.native_text else JOINT_SPACE
 
     def save_index(self) -> None:
         """Bring the saved indexes up to date with the catalog (adding/removing only the difference)."""
         if not self.store.count():
             return
-        for space in (IMAGE_SPACE, JOINT_SPACE):
+        for space in dict.fromkeys((self.image_space, self.text_space)):
             path = self._index_path(space)
             index = self.vector_index(space)
             with self.store.writing():
@@ -354,8 +357,8 @@ class Collection:
         return index
 
     # --- queries ----------------------------------------------------------------------------------
-    def query_vector(self, image: str | Path | bytes | int) -> tuple[np.ndarray, np.ndarray, int | None]:
-        """(features, logits, own id) of a query image: stored vectors if indexed, else encoded now."""
+    def image_vectors(self, image: str | Path | bytes | int) -> tuple[dict[str, np.ndarray], int | None]:
+        """({space: vector}, own id) of a query image: stored vectors if indexed, else encoded now."""
         record = None
         if isinstance(image, int):
             record = self.store.get(image)
@@ -371,19 +374,21 @@ class Collection:
             elif not path.exists():
                 raise CollectionError(f"image {image} does not exist")
         if record is not None:
-            features = self.store.vectors_at(IMAGE_SPACE, [record.row])[0]
-            logits = self.store.vectors_at(LOGIT_SPACE, [record.row])[0]
-            return features, logits, record.id
+            return {
+                s.name: self.store.vectors_at(s.name, [record.row])[0] for s in self.model.spaces
+            }, record.id
         from semsearch.media import load_image
 
+        pixels = self.model.pixels
         try:
-            pixels = load_image(image if isinstance(image, bytes) else Path(image), self.encoder.input_size)
+            decoded = load_image(
+                image if isinstance(image, bytes) else Path(image), pixels.size, pixels.geometry
+            )
         except DecodeError as exc:
             if isinstance(image, bytes):
                 raise
             raise DecodeError(f"{shown(str(image))}: {exc}") from None
-        features, logits = self.encoder.encode(pixels[None])
-        return features[0], logits[0], None
+        return {name: rows[0] for name, rows in self.model.encode(decoded[None]).items()}, None
 
     def similar(
         self, image: str | Path | bytes | int, k: int = 10, focus: str | int | None = None
@@ -393,11 +398,17 @@ class Collection:
 
         k = self._clamp(k)
         focus_class = None if focus is None else resolve_class(focus)
-        features, _, own = self.query_vector(image)  # a bad query is refused even by an empty collection
+        if focus_class is not None and self.model.classifier() is None:
+            raise ModelError(
+                f"{self.model_name} has no ImageNet classifier, so --focus cannot weight its features: "
+                "focus needs an ImageNet model (lite0, lite2)"
+            )
+        vectors, own = self.image_vectors(image)  # a bad query is refused even by an empty collection
+        features = vectors[self.image_space]
         if not k:
             return []
         if focus_class is None:
-            ids, scores = self.vector_index(IMAGE_SPACE).search(features[None], k + 1)
+            ids, scores = self.vector_index(self.image_space).search(features[None], k + 1)
             pairs = zip(ids[0].tolist(), scores[0].tolist(), strict=True)
         else:
             pairs = self._focus_search(features, focus_class, k + 1)
@@ -411,11 +422,11 @@ class Collection:
 
     def _focus_search(self, features: np.ndarray, focus_class: int, k: int) -> list[tuple[int, float]]:
         """Class-conditioned search: weight every feature by the class's classifier weights, then cosine."""
-        from semsearch.encoders.image import classifier_weights
-
-        weights = classifier_weights(self.model_name)[0][focus_class]
-        snap = self.store.snapshot([IMAGE_SPACE])
-        database = normalise(snap.vectors[IMAGE_SPACE] * weights)
+        classifier = self.model.classifier()
+        assert classifier is not None
+        weights = classifier[0][focus_class]
+        snap = self.store.snapshot([self.image_space])
+        database = normalise(snap.vectors[self.image_space] * weights)
         scores = database @ normalise(features * weights)
         top = np.argsort(-scores)[:k]
         return [(int(snap.ids[i]), float(scores[i])) for i in top]
@@ -470,22 +481,31 @@ class Collection:
         self.__dict__.pop("joint", None)
         self.save_index()
 
-    def _embed_joint(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    def _embed_joint(self, vectors: dict[str, np.ndarray]) -> np.ndarray:
+        """Images' vectors in the space text queries search: (n, d) from {space: (n, dim)}."""
+        if self.native_text:
+            return vectors[self.image_space]
         if hasattr(self.joint, "embed_images"):
-            return self.joint.embed_images(features, logits)
-        return self.joint.embed(logits)
+            return self.joint.embed_images(vectors["features"], vectors["logits"])
+        return self.joint.embed(vectors["logits"])
+
+    def _text_vector(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """A text's vector in the searched space, and the words that had to be left out."""
+        if self.native_text:
+            return self.model.text_model().encode([text])[0], []
+        return self.space.phrase(text)
 
     def encode_query(self, query: str) -> tuple[np.ndarray, list[str]]:
-        """One joint-space vector for a mixed query, and notes for the user (unknown words)."""
+        """One vector in the text-searched space for a mixed query, and notes for the user (unknown words)."""
         from semsearch.query import combine, parse_query
 
         notes: list[str] = []
 
         def embed(term) -> np.ndarray:
             if term.image is not None:
-                features, logits, _ = self.query_vector(term.image)
-                return self._embed_joint(features[None], logits[None])[0]
-            vector, unknown = self.space.phrase(term.text)
+                vectors, _ = self.image_vectors(term.image)
+                return self._embed_joint({name: v[None] for name, v in vectors.items()})[0]
+            vector, unknown = self._text_vector(term.text)
             notes.extend(f"not in the vocabulary: {word}" for word in unknown)
             return vector
 
@@ -496,7 +516,7 @@ class Collection:
         k = self._clamp(k)
         if not k:
             return []
-        ids, scores = self.vector_index(JOINT_SPACE).search(vector[None], k)
+        ids, scores = self.vector_index(self.text_space).search(vector[None], k)
         return self._hits(
             ((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k
         )
@@ -506,27 +526,32 @@ class Collection:
         return self.search_vector(self.encode_query(query)[0], k)
 
     def tags(self, image: str | Path | bytes | int, k: int = 10) -> list[tuple[str, float]]:
-        """Words that describe an image: nearest tag words, grounded in its ImageNet class probabilities."""
+        """Words that describe an image: nearest tag words, grounded in its ImageNet class probabilities
+        (or, for a model with a text side, its own zero-shot scores over the tag vocabulary)."""
         from semsearch.encoders.joint import tags, top_probabilities
 
-        features, logits, _ = self.query_vector(image)
-        vector = self._embed_joint(features[None], logits[None])
-        return tags(vector, k, space=self.space, probabilities=top_probabilities(logits[None]))[0]
+        vectors, _ = self.image_vectors(image)
+        vector = self._embed_joint({name: v[None] for name, v in vectors.items()})
+        if self.native_text:
+            return tags(vector, k, space=self.model.text_model())[0]
+        return tags(vector, k, space=self.space, probabilities=top_probabilities(vectors["logits"][None]))[0]
 
     def stats(self) -> dict[str, object]:
         meta = self.store.meta()
+        text = (
+            {"text_model": self.model_name}
+            if self.native_text
+            else {
+                "text_model": meta.get("text_model", "glove"),
+                "joint_model": meta.get("joint_model") or "conse",
+            }
+        )
         return {
             "db": str(self.root),
             "images": self.store.count(),
             "model": meta.get("image_model"),
-            "text_model": meta.get("text_model", "glove"),
-            "joint_model": meta.get("joint_model") or "conse",
-            "runtime": self.runtime(),
+            "model_name": self.model_name,
+            "spaces": [s.name for s in self.model.spaces],
+            **text,
+            "runtime": self.model.describe_runtime(),
         }
-
-
-def _identity(model_name: str) -> str:
-    """Identity recorded for a model name (the weights), known without loading the model."""
-    from semsearch.encoders.image import model_spec
-
-    return model_spec(model_name).identity

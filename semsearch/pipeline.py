@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch.encoders.image import ImageEncoder
+from semsearch.encoders.base import ImageModel, PixelInput
 from semsearch.errors import DecodeError
 from semsearch.media import load_image
 
@@ -45,8 +45,7 @@ class Skipped:
 @dataclass(frozen=True)
 class EncodedBatch:
     paths: list[Path]
-    features: np.ndarray  # (n, feature_dim) float32 L2-normalised
-    logits: np.ndarray  # (n, 1000) float32
+    vectors: dict[str, np.ndarray]  # space name -> (n, dim) float32, as the model's encode gives them
     files: list[FileState]
 
 
@@ -64,7 +63,7 @@ def read_file(path: Path) -> tuple[bytes, FileState]:
     return data, FileState(hashlib.sha256(data).hexdigest(), st.st_size, st.st_mtime_ns)
 
 
-def _decode(path: Path, size: int) -> tuple[np.ndarray, FileState] | Skipped:
+def _decode(path: Path, pixels: PixelInput) -> tuple[np.ndarray, FileState] | Skipped:
     try:
         data, state = read_file(path)
     except FileNotFoundError:  # deleted since the scan
@@ -72,14 +71,14 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray, FileState] | Skipped:
     except OSError as exc:
         return Skipped(path, f"unreadable ({exc.strerror})")
     try:
-        return load_image(data, size), state
+        return load_image(data, pixels.size, pixels.geometry), state
     except DecodeError as exc:
         return Skipped(path, str(exc), state)
 
 
 def encode_paths(
     paths: Sequence[Path],
-    encoder: ImageEncoder,
+    encoder: ImageModel,
     batch_size: int = 32,
     decode_threads: int | None = None,
     lookahead: int = 2,
@@ -95,7 +94,6 @@ def encode_paths(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    size = encoder.input_size
     threads = decode_threads or default_decode_threads()
     cores = os.cpu_count() or 1
     workers = encode_workers or max(1, cores // max(1, encoder.threads))
@@ -123,7 +121,7 @@ def encode_paths(
                 path = next(todo, None)
                 if path is None:
                     return
-                pending.append((path, pool.submit(_decode, path, size)))
+                pending.append((path, pool.submit(_decode, path, encoder.pixels)))
 
         refill()
         batch: list[tuple[Path, np.ndarray, FileState]] = []
@@ -150,7 +148,6 @@ def encode_paths(
             infer.shutdown(wait=True, cancel_futures=True)
 
 
-def _encode(encoder: ImageEncoder, batch: list[tuple[Path, np.ndarray, FileState]]) -> EncodedBatch:
+def _encode(encoder: ImageModel, batch: list[tuple[Path, np.ndarray, FileState]]) -> EncodedBatch:
     paths, pixels, files = zip(*batch)
-    features, logits = encoder.encode(np.stack(pixels))
-    return EncodedBatch(paths=list(paths), features=features, logits=logits, files=list(files))
+    return EncodedBatch(paths=list(paths), vectors=encoder.encode(np.stack(pixels)), files=list(files))

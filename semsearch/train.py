@@ -63,14 +63,19 @@ def embed_folder(
     folder: Path, progress: Callable[[int, int], None] | None = None, model: str = "lite0"
 ) -> Embedded:
     """Embed every image under `folder` once (cached, incremental) and return its vectors and labels."""
-    from semsearch.collection import IMAGE_SPACE, LOGIT_SPACE, Collection
+    from semsearch.collection import Collection
 
     folder = Path(folder).expanduser().absolute()
     if not folder.is_dir():
         raise TrainingError(f"{folder} is not a folder")
     with Collection(cache_collection(folder), writable=True, model=model) as collection:
+        if collection.model.classifier() is None:
+            raise TrainingError(
+                f"{model} maps text into its image space already: the head is trained on an ImageNet "
+                "model's features and class scores (lite0, lite2)"
+            )
         report = collection.sync(folder, progress=progress)
-        snap = collection.store.snapshot([IMAGE_SPACE, LOGIT_SPACE])
+        snap = collection.store.snapshot(["features", "logits"])
         prefix = str(folder) + os.sep
         keep = [i for i, p in enumerate(snap.paths) if p.startswith(prefix)]
         paths = [snap.paths[i] for i in keep]
@@ -78,8 +83,8 @@ def embed_folder(
         if not paths:
             raise TrainingError(f"no images in {folder} (expected one sub-folder of photos per class)")
         return Embedded(
-            features=np.array(snap.vectors[IMAGE_SPACE][keep], dtype=np.float32),
-            logits=np.array(snap.vectors[LOGIT_SPACE][keep], dtype=np.float32),
+            features=np.array(snap.vectors["features"][keep], dtype=np.float32),
+            logits=np.array(snap.vectors["logits"][keep], dtype=np.float32),
             paths=paths,
             labels=labels,
             image_model=str(snap.meta.get("image_model", "")),

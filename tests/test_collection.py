@@ -48,12 +48,12 @@ def test_moved_file_keeps_its_vectors(small_photos):
     with Collection(db, writable=True) as c:
         c.sync(small_photos)
         photo = sorted((small_photos / "laptop").iterdir())[0]
-        before = c.query_vector(str(photo))[0]
+        before = c.image_vectors(str(photo))[0]["features"]
     moved = small_photos / "laptop" / "renamed.jpg"
     photo.rename(moved)
     with Collection(db, writable=True) as c:
         report = c.sync(small_photos)
-        after = c.query_vector(str(moved))[0]
+        after = c.image_vectors(str(moved))[0]["features"]
     assert (report.added, report.removed) == (1, 1)
     np.testing.assert_array_equal(before, after)
 

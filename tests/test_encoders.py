@@ -142,3 +142,48 @@ def test_minilm_query_imports_neither_torch_nor_transformers() -> None:
 
     SentenceEncoder()  # prepared here (export + check need torch), so the subprocess is a warm query
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_clip_collection_answers_every_query_type(
+    tiny_clip: Path, small_photos: Path, tmp_path: Path
+) -> None:
+    """Index, text, image, mixed queries, tags and the web API all work in a CLIP model's own space."""
+    from fastapi.testclient import TestClient
+
+    from semsearch.collection import Collection
+    from semsearch.errors import CollectionError
+    from semsearch.server.app import create_app
+
+    name = f"clip:{tiny_clip}"
+    db = tmp_path / "db"
+    with Collection(db, writable=True, model=name) as collection:
+        report = collection.sync(small_photos)
+        assert report.added == 12 and report.runtime.startswith("onnx")
+        stats = collection.stats()
+    assert stats["spaces"] == ["clip"] and stats["model_name"] == name
+    assert sorted(p.name for p in (db / "index").iterdir()) == ["clip.idx"]  # no derived word space
+    photo = sorted((small_photos / "laptop").iterdir())[0]
+    with Collection(db) as collection:  # the model comes from the collection, not from a flag
+        assert collection.model_name == name
+        own = collection.similar(str(photo), k=3)
+        assert len(own) == 3 and str(photo) not in [h.path for h in own]
+        words = collection.search("a photo of a laptop", k=12)
+        assert len(words) == 12 and len({h.id for h in words}) == 12
+        # the text query is the CLIP text tower's vector: the top hit is the photo nearest to it
+        query = collection.model.text_model().encode(["a photo of a laptop"])[0]
+        stored = collection.store.snapshot(["clip"])
+        assert words[0].id == int(stored.ids[np.argmax(stored.vectors["clip"] @ query)])
+        mixed = collection.search(f"laptop + {photo}", k=3)
+        own_vector = stored.vectors["clip"][list(stored.paths).index(str(photo))]
+        want = collection.model.text_model().encode(["laptop"])[0] + own_vector
+        assert mixed[0].id == int(stored.ids[np.argmax(stored.vectors["clip"] @ want)])
+        tags = collection.tags(str(photo), k=5)
+        assert len(tags) == 5 and all(isinstance(w, str) for w, _ in tags)
+        with pytest.raises(ModelError, match="no ImageNet classifier"):
+            collection.similar(str(photo), focus="laptop")
+    with pytest.raises(CollectionError, match="made with clip"):
+        Collection(db, writable=True, model="lite0")
+    client = TestClient(create_app(db))
+    found = client.get("/api/search", params={"q": "a dog on the grass", "k": 4})
+    assert found.status_code == 200 and len(found.json()) == 4
+    assert client.get("/api/stats").json()["spaces"] == ["clip"]

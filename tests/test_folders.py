@@ -25,7 +25,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from semsearch.collection import IMAGE_SPACE, Collection
+from semsearch.collection import Collection
 from semsearch.encoders.words import function_words, stop_words, tokenize
 from semsearch.errors import DecodeError, EmptyQueryError
 from semsearch.media import load_image
@@ -40,14 +40,14 @@ def _sha256(data: bytes) -> str:
 
 def _fresh_features(collection: Collection, data: bytes) -> np.ndarray:
     """Features of `data` encoded now, on their own: what the catalog must hold for a file with these bytes."""
-    encoder = collection.encoder
-    return encoder.encode(load_image(data, encoder.input_size)[None])[0][0]
+    model = collection.model
+    return model.encode(load_image(data, model.pixels.size, model.pixels.geometry)[None])["features"][0]
 
 
 def _stored_features(collection: Collection, path: str) -> np.ndarray:
     record = collection.store.lookup(path)
     assert record is not None, path
-    return collection.store.vectors_at(IMAGE_SPACE, [record.row])[0]
+    return collection.store.vectors_at("features", [record.row])[0]
 
 
 # --- names that are not UTF-8 ---------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def test_any_file_name_is_indexed_queried_and_shown(caltech, names):
             stored = [r.path for r in c.store.records().values()]
             assert {os.fsencode(p) for p in stored} == wanted  # the stored path round-trips to the file
             for path in stored:
-                assert c.query_vector(path)[2] is not None  # found in the catalog, not re-encoded
+                assert c.image_vectors(path)[1] is not None  # found in the catalog, not re-encoded
                 hits = c.similar(path, k=len(names))
                 assert len(hits) == len(names) - 1 and all(os.path.exists(h.path) for h in hits)
                 json.dumps([h.to_dict() for h in hits], ensure_ascii=False).encode("utf-8")  # never raises
@@ -375,7 +375,7 @@ class IndexRuns(RuleBasedStateMachine):
             for path, record in records.items():
                 assert (record.sha256, record.size) == (_sha256(good[path]), len(good[path]))
                 np.testing.assert_allclose(_stored_features(c, path), self.fresh[record.sha256], atol=1e-5)
-            assert set(c.vector_index(IMAGE_SPACE).ids().tolist()) == {r.id for r in records.values()}
+            assert set(c.vector_index(c.image_space).ids().tolist()) == {r.id for r in records.values()}
 
 
 def test_any_sequence_of_folder_changes_and_index_runs_keeps_the_catalog_exact(caltech, tmp_path):

@@ -280,11 +280,10 @@ def test_ann_save_load_keeps_tombstones_and_keeps_updating(rng, tmp_path):
 @pytest.fixture(scope="module")
 def photo_features(caltech_collection) -> np.ndarray:
     """Real image features (EfficientNet-Lite0 on caltech-dev), the data the pruned exact search is for."""
-    from semsearch.collection import IMAGE_SPACE
     from semsearch.store import Store
 
     with Store(caltech_collection) as store:
-        return np.array(store.snapshot([IMAGE_SPACE]).vectors[IMAGE_SPACE])
+        return np.array(store.snapshot(["features"]).vectors["features"])
 
 
 def test_pruned_exact_search_is_exact_on_photo_features(photo_features, rng, tmp_path, monkeypatch):

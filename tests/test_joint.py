@@ -26,13 +26,12 @@ def conse(glove):
 def chelsea_logits():
     import skimage.data
 
-    from semsearch.encoders.image import load_encoder
+    from semsearch.encoders.efficientnet import EfficientNetLite
 
     pixels = np.asarray(
         Image.fromarray(skimage.data.chelsea()).convert("RGB").resize((224, 224), Image.BILINEAR)
     )
-    _, logits = load_encoder("lite0", runtime="torch").encode(pixels[None])
-    return logits
+    return EfficientNetLite("lite0", runtime="torch").encode(pixels[None])["logits"]
 
 
 def test_top_probabilities_keep_top_t():

@@ -21,11 +21,13 @@ from semsearch.media import Geometry
 
 @dataclass(frozen=True)
 class Space:
-    """A named vector space an image model fills, with its width and whether rows are unit-length."""
+    """A named vector space an image model fills: its width, whether rows are unit-length, and whether
+    the model's text side maps texts into it (a joint image-text space such as CLIP's)."""
 
     name: str
     dim: int
     normalised: bool = True
+    text: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ImageModel(Protocol):
     pixels: PixelInput
     spaces: tuple[Space, ...]  # spaces[0] is what image-to-image search uses
     runtime: str  # how it runs here: "onnx", "onnx-int8" or "torch" (prepares the model if needed)
+    threads: int  # inference threads per call (the pipeline runs cores // threads calls at once)
 
     def prepared(self) -> bool:
         """Whether this machine has prepared the model (else the first `encode` takes about a minute)."""

@@ -207,9 +207,8 @@ class Clip:
         self._preprocess = _Preprocessor(folder)
         self.pixels = PixelInput(self._preprocess.size, "crop")
         config = _read_json(folder / "config.json")
-        self.spaces = (
-            Space(SPACE, int(config.get("projection_dim") or config.get("text_config", {})["hidden_size"])),
-        )
+        dim = int(config.get("projection_dim") or config.get("text_config", {})["hidden_size"])
+        self.spaces = (Space(SPACE, dim, text=True),)
 
     @cached_property
     def _runner(self) -> Runner:

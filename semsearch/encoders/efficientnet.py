@@ -158,7 +158,9 @@ class EfficientNetLite:
 
     @cached_property
     def _runner(self) -> Runner:
-        return Runner(self._graph, self._runtime, self.threads)
+        runner = Runner(self._graph, self._runtime, self.threads)
+        classifier_weights(self.name)  # saved beside the export while torch is at hand: focus needs no torch
+        return runner
 
     @property
     def runtime(self) -> str:

@@ -5,7 +5,7 @@ Concurrency model
 * Every request borrows its own `Collection` (hence its own SQLite connection) from a pool; sqlite3
   connections are never shared between threads at the same time.
 * What is expensive is loaded once and shared by the pool: the nearest-neighbour index (per catalog
-  version), the image encoder, the word table, and any other lazily computed model attribute.
+  version), the image model, the word table, and any other lazily computed model attribute.
 * A long-lived server notices new `index` runs: before each request it reads SQLite's
   ``PRAGMA data_version`` (changes whenever another connection committed). When it changed, a new
   *epoch* starts: a fresh pool and index cache; requests already running finish on the old one. Readers
@@ -43,7 +43,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
-from semsearch.collection import IMAGE_SPACE, Collection, word_rows
+from semsearch.collection import Collection, word_rows
 from semsearch.errors import CollectionError, DecodeError, SemsearchError
 from semsearch.media import SUPPORTED_SUFFIXES
 from semsearch.store import CATALOG, Record
@@ -52,7 +52,7 @@ from semsearch.thumbs import MEDIA_TYPE, thumbnail
 STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 MAX_K = 200
-KEPT_ACROSS_EPOCHS = frozenset({"encoder"})  # cached attributes that do not depend on the catalog
+KEPT_ACROSS_EPOCHS = frozenset({"model"})  # cached attributes that do not depend on the catalog
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
 ImageId = Annotated[int, PathParam(ge=0, description="Image id, as returned by searches.")]
@@ -291,11 +291,11 @@ def _projection(collection: _ServedCollection) -> dict[str, object]:
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
-    snap = collection.store.snapshot([IMAGE_SPACE])
+    snap = collection.store.snapshot([collection.image_space])
     n = len(snap)
     if n == 0:
         return {"points": [], "clusters": []}
-    features = np.asarray(snap.vectors[IMAGE_SPACE], dtype=np.float32)
+    features = np.asarray(snap.vectors[collection.image_space], dtype=np.float32)
     if n >= 3:
         xy = PCA(n_components=2, random_state=0).fit_transform(features)
     else:

@@ -1,4 +1,5 @@
-"""The EfficientNet-Lite encoder (real weights, real photos) and the encode_paths pipeline."""
+"""EfficientNet-Lite on the runtime (real weights, real photos): export, checks, int8 on every CPU, and
+the encode_paths pipeline."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from semsearch.encoders import image as image_mod
-from semsearch.encoders.image import ImageEncoder, check_photos, classifier_weights, compare_outputs
+from semsearch.encoders import runtime
+from semsearch.encoders.efficientnet import EfficientNetLite, classifier_weights, graph, preprocess
+from semsearch.encoders.samples import calibration_photos, check_photos
+from semsearch.errors import ModelError
 from semsearch.pipeline import EncodedBatch, Skipped, encode_paths
+
+LITE0 = graph("lite0")
 
 
 @pytest.fixture
@@ -25,35 +30,39 @@ def cache(model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     The other steps reuse the session's real fp32 export (copied in, never re-exported), so each such
     test pays only for the step it breaks.
     """
-    good = image_mod._cache_paths(image_mod.model_spec("lite0"))["onnx"]
-    ImageEncoder("lite0", runtime="onnx")  # the session's export exists before the cache moves
+    EfficientNetLite("lite0", runtime="onnx").runtime  # noqa: B018 -- the session's export exists
+    good = runtime.model_paths(LITE0.key)["onnx"]
     monkeypatch.setenv("SEMSEARCH_CACHE", str(tmp_path))
-    monkeypatch.setattr(image_mod, "_export_onnx", lambda name, path: shutil.copyfile(good, path))
+    monkeypatch.setattr(runtime, "export", lambda graph, path, inputs: shutil.copyfile(good, path))
     return tmp_path
 
 
 @pytest.fixture(scope="module")
-def encoder() -> ImageEncoder:
-    return ImageEncoder("lite0", runtime="onnx")
+def encoder() -> EfficientNetLite:
+    return EfficientNetLite("lite0", runtime="onnx")
 
 
-def test_onnx_matches_torch(encoder: ImageEncoder) -> None:
-    pixels = check_photos(encoder.input_size)
+def _stats(got: dict[str, np.ndarray]) -> dict[str, float]:
+    """Agreement with the untouched torch model on the check photos."""
+    reference = runtime.torch_run(LITE0, {"pixels": preprocess(check_photos(224))})
+    return runtime.compare(reference, got, LITE0)
+
+
+def test_onnx_matches_torch(encoder: EfficientNetLite) -> None:
+    pixels = check_photos(encoder.pixels.size)
     assert len(pixels) >= 6
-    x = image_mod.preprocess(pixels)
-    ref = image_mod._torch_run("lite0", x)  # the untouched torch model
-    feats, logits = encoder.encode(pixels)
-    stats = compare_outputs(ref, (feats, logits))
+    stats = _stats(encoder.encode(pixels))
     assert stats["top1_agree"] == 1.0
     assert stats["min_cosine"] > 0.999
     assert stats["max_logit_diff"] < 1e-2
-    meta = image_mod.prepare("lite0")
-    assert meta["runtime"] in image_mod.RUNTIMES and meta["check"]["top1_agree"] == 1.0
+    meta = runtime.prepare(LITE0)
+    assert meta["runtime"] in runtime.RUNTIMES and meta["check"]["top1_agree"] == 1.0
 
 
-def test_known_labels_and_normalised(encoder: ImageEncoder) -> None:
-    pixels = check_photos(encoder.input_size)[:2]  # chelsea, coffee
-    feats, logits = encoder.encode(pixels)
+def test_known_labels_and_normalised(encoder: EfficientNetLite) -> None:
+    pixels = check_photos(encoder.pixels.size)[:2]  # chelsea, coffee
+    out = encoder.encode(pixels)
+    feats, logits = out["features"], out["logits"]
     assert feats.shape == (2, 1280) and feats.dtype == np.float32
     assert logits.shape == (2, 1000) and logits.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
@@ -63,17 +72,16 @@ def test_known_labels_and_normalised(encoder: ImageEncoder) -> None:
     # the stored classifier reproduces the logits from the (unnormalised) features' direction
     w, b = classifier_weights("lite0")
     assert w.shape == (1000, 1280) and b.shape == (1000,)
-    torch_feats, torch_logits = image_mod._torch_run("lite0", image_mod.preprocess(pixels))
-    np.testing.assert_allclose(torch_feats @ w.T + b, torch_logits, atol=1e-3)
+    reference = runtime.torch_run(LITE0, {"pixels": preprocess(pixels)})
+    np.testing.assert_allclose(reference["features"] @ w.T + b, reference["logits"], atol=1e-3)
 
 
-def test_torch_runtime_agrees(encoder: ImageEncoder) -> None:
-    torch_enc = ImageEncoder("lite0", runtime="torch")
+def test_torch_runtime_agrees(encoder: EfficientNetLite) -> None:
+    torch_enc = EfficientNetLite("lite0", runtime="torch")
     pixels = check_photos(224)[:3]
-    a, la = encoder.encode(pixels)
-    b, lb = torch_enc.encode(pixels)
-    assert np.all(np.sum(a * b, axis=1) > 0.999)
-    assert np.array_equal(la.argmax(1), lb.argmax(1))
+    a, b = encoder.encode(pixels), torch_enc.encode(pixels)
+    assert np.all(np.sum(a["features"] * b["features"], axis=1) > 0.999)
+    assert np.array_equal(a["logits"].argmax(1), b["logits"].argmax(1))
 
 
 def test_bad_export_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,52 +90,50 @@ def test_bad_export_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     import torch
 
-    def broken_export(name: str, path: Path) -> None:
-        model, _ = image_mod._torch_model(name)
-        bad = copy.deepcopy(model)
-        bad.set_swish(memory_efficient=False)  # the classic mistake
-        wrapper = image_mod._features_and_logits_module(bad)
+    def broken_export(graph: runtime.Graph, path: Path, inputs: dict) -> None:
+        bad = copy.deepcopy(runtime._torch_module(graph)[0])
+        bad.net.set_swish(memory_efficient=False)  # the classic mistake
+        example = (torch.zeros(1, 3, 224, 224),)
         torch.onnx.export(
-            wrapper,
-            (torch.zeros(1, 3, 224, 224),),
+            bad,
+            example,
             str(path),
             input_names=["pixels"],
-            output_names=["features", "logits"],
-            dynamic_axes={"pixels": {0: "n"}},
+            output_names=list(graph.outputs),
+            dynamic_axes=graph.dynamic,
             opset_version=17,
             dynamo=False,
         )
 
-    monkeypatch.setattr(image_mod, "_export_onnx", broken_export)
-    meta = image_mod.prepare("lite0", force=True)
+    monkeypatch.setattr(runtime, "export", broken_export)
+    meta = runtime.prepare(LITE0, force=True)
     assert meta["runtime"] == "torch"
     assert "error" not in meta["check"], meta["check"]  # it exported fine, and was caught by the check
     assert meta["check"]["min_cosine"] < 0.999 or meta["check"]["top1_agree"] < 1.0
     assert not list((cache / "models").glob("*.onnx"))
-    with pytest.raises(image_mod.ModelError):
-        ImageEncoder("lite0", runtime="onnx")
+    with pytest.raises(ModelError):
+        EfficientNetLite("lite0", runtime="onnx").runtime  # noqa: B018
 
 
-def test_int8_passes_its_check(encoder: ImageEncoder) -> None:
+def test_int8_passes_its_check(encoder: EfficientNetLite) -> None:
     """The int8 model agrees with torch within its bar (top-1 >= 7/8, min feature cosine >= 0.97)."""
-    int8 = ImageEncoder("lite0", runtime="onnx-int8")
+    int8 = EfficientNetLite("lite0", runtime="onnx-int8")
     assert int8.runtime == "onnx-int8"
-    pixels = check_photos(int8.input_size)
-    ref = image_mod._torch_run("lite0", image_mod.preprocess(pixels))
-    stats = compare_outputs(ref, int8.encode(pixels))
-    assert stats["top1_agree"] >= image_mod.INT8_MIN_TOP1 == 7 / 8, stats
-    assert stats["min_cosine"] >= image_mod.INT8_MIN_FEATURE_COSINE >= 0.97, stats
-    assert image_mod.int8_passes(stats)
+    pixels = check_photos(int8.pixels.size)
+    stats = _stats(int8.encode(pixels))
+    assert stats["top1_agree"] >= runtime.INT8_MIN_TOP1 == 7 / 8, stats
+    assert stats["min_cosine"] >= runtime.INT8_MIN_COSINE >= 0.97, stats
+    assert runtime.int8_passes(stats)
     # close to the fp32 export too, and the bar is really looser than the fp32 one
-    fp32_feats, _ = encoder.encode(pixels)
-    assert np.all(np.sum(fp32_feats * int8.encode(pixels)[0], axis=1) > 0.97)
-    meta = image_mod.prepare("lite0")
-    assert image_mod.int8_passes(meta["check_int8"]), meta
+    cosines = np.sum(encoder.encode(pixels)["features"] * int8.encode(pixels)["features"], axis=1)
+    assert np.all(cosines > 0.97)
+    meta = runtime.prepare(LITE0)
+    assert runtime.int8_passes(meta["check_int8"]), meta
     # the recorded choice is stable: a later prepare reads it instead of re-timing
-    assert image_mod.prepare("lite0") == meta
-    assert ImageEncoder("lite0").runtime == meta["runtime"]
+    assert runtime.prepare(LITE0) == meta
+    assert EfficientNetLite("lite0").runtime == meta["runtime"]
     # the calibration photos never include the check photos (nor caltech-dev)
-    calib = image_mod.calibration_photos(224)
+    calib = calibration_photos(224)
     assert len(calib) >= 16
     assert not any(np.array_equal(c, p) for c in calib for p in pixels)
 
@@ -135,44 +141,47 @@ def test_int8_passes_its_check(encoder: ImageEncoder) -> None:
 def test_broken_int8_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An int8 file that does not load (corrupt bytes) is deleted, recorded, and never chosen."""
 
-    def corrupt(name: str, fp32_path: Path, path: Path) -> None:
+    def corrupt(graph: runtime.Graph, fp32_path: Path, path: Path) -> None:
         path.write_bytes(fp32_path.read_bytes()[:5000] + b"garbage" * 100)
 
-    monkeypatch.setattr(image_mod, "_quantize_int8", corrupt)
-    meta = image_mod.prepare("lite0", force=True)
+    monkeypatch.setattr(runtime, "quantize_int8", corrupt)
+    meta = runtime.prepare(LITE0, force=True)
     assert meta["check"]["top1_agree"] == 1.0  # the fp32 export itself is fine
     assert "error" in meta["check_int8"], meta["check_int8"]
     assert meta["runtime"] in ("onnx", "torch")
     assert not list((cache / "models").glob("*.int8*.onnx"))
-    with pytest.raises(image_mod.ModelError):
-        ImageEncoder("lite0", runtime="onnx-int8")
+    with pytest.raises(ModelError):
+        EfficientNetLite("lite0", runtime="onnx-int8").runtime  # noqa: B018
 
 
 def test_badly_calibrated_int8_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An int8 model that loads but disagrees (activation ranges calibrated on blank frames) fails the bar."""
-    monkeypatch.setattr(
-        image_mod, "calibration_photos", lambda size: np.full((8, size, size, 3), 127, np.uint8)
-    )
-    meta = image_mod.prepare("lite0", force=True)
+    from semsearch.encoders import efficientnet
+
+    blank = np.full((8, 224, 224, 3), 127, np.uint8)
+    monkeypatch.setattr(efficientnet, "calibration_photos", lambda size: blank)
+    meta = runtime.prepare(LITE0, force=True)
     assert "error" not in meta["check_int8"], meta["check_int8"]  # it quantised and ran, and was caught
-    assert not image_mod.int8_passes(meta["check_int8"]), meta["check_int8"]
+    assert not runtime.int8_passes(meta["check_int8"]), meta["check_int8"]
     assert meta["runtime"] in ("onnx", "torch")
     assert not list((cache / "models").glob("*.int8*.onnx"))
 
 
-def test_warm_path_does_not_import_torch(encoder: ImageEncoder) -> None:
+def test_warm_path_does_not_import_torch(encoder: EfficientNetLite) -> None:
     code = (
         "import sys\n"
-        "from semsearch.encoders.image import classifier_weights, load_encoder\n"
+        "from semsearch.encoders.efficientnet import classifier_weights\n"
+        "from semsearch.encoders.registry import load_image_model\n"
         "w, b = classifier_weights('lite0'); assert w.shape == (1000, 1280)\n"
-        "enc = load_encoder('lite0')\n"
-        "assert enc.runtime in ('onnx', 'onnx-int8'), enc.runtime\n"
+        "model = load_image_model('lite0')\n"
+        "assert model.runtime in ('onnx', 'onnx-int8'), model.runtime\n"
         "assert 'torch' not in sys.modules, 'torch imported on the warm path'\n"
     )
+    encoder.classifier()  # prepared here, so the subprocess is a warm start
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
+def test_encode_paths_each_once(encoder: EfficientNetLite, tmp_path: Path) -> None:
     photos = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
     paths: list[Path] = []
     for i in range(7):
@@ -207,8 +216,9 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
         else:
             assert isinstance(r, EncodedBatch)
             assert 1 <= len(r.paths) <= 3
-            assert r.features.shape == (len(r.paths), 1280) and r.logits.shape == (len(r.paths), 1000)
-            np.testing.assert_allclose(np.linalg.norm(r.features, axis=1), 1.0, atol=1e-5)
+            features, logits = r.vectors["features"], r.vectors["logits"]
+            assert features.shape == (len(r.paths), 1280) and logits.shape == (len(r.paths), 1000)
+            np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
             seen.extend(r.paths)
     assert sorted(seen) == sorted(order) and len(seen) == len(order)
     assert skipped == {
@@ -219,7 +229,7 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
     }
     # the features belong to their paths: good0 (chelsea) is a cat, good1 (coffee) is espresso/cup
     batches = [r for r in results if isinstance(r, EncodedBatch)]
-    by_path = {p: row for r in batches for p, row in zip(r.paths, r.logits, strict=True)}
+    by_path = {p: row for r in batches for p, row in zip(r.paths, r.vectors["logits"], strict=True)}
     assert 281 <= by_path[paths[0]].argmax() <= 285
     assert by_path[paths[1]].argmax() in (967, 968)
     assert list(encode_paths([], encoder)) == []
@@ -229,7 +239,7 @@ def test_encode_paths_each_once(encoder: ImageEncoder, tmp_path: Path) -> None:
     assert [r.paths for r in again if isinstance(r, EncodedBatch)] == [r.paths for r in batches]
     assert {r for r in again if isinstance(r, Skipped)} == {r for r in results if isinstance(r, Skipped)}
     for a, b in zip([r for r in again if isinstance(r, EncodedBatch)], batches, strict=True):
-        np.testing.assert_allclose(a.features, b.features, atol=1e-5)
+        np.testing.assert_allclose(a.vectors["features"], b.vectors["features"], atol=1e-5)
 
 
 # ---------------------------------------------------------------- int8 on CPUs without VNNI
@@ -251,7 +261,8 @@ opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.log_severity_le
 out = {}
 for name, model, x in zip(sys.argv[2::3], sys.argv[3::3], sys.argv[4::3]):
     s = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    out[name] = s.run(None, {s.get_inputs()[0].name: np.load(x)})[0]
+    for i, got in enumerate(s.run(None, {s.get_inputs()[0].name: np.load(x)})):
+        out[f"{name}.{i}"] = got
 np.savez(sys.argv[1], **out)
 """
 
@@ -277,7 +288,7 @@ def _saturating_model(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def emulated(encoder: ImageEncoder, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+def emulated(encoder: EfficientNetLite, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """Outputs of the tiny models and of the real int8 model, computed on an emulated AVX2-only CPU."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -304,9 +315,9 @@ def emulated(encoder: ImageEncoder, tmp_path_factory: pytest.TempPathFactory) ->
     )
     quantize(work / "float.onnx", work / "ours.onnx", x, input_name="x")
     np.save(work / "x.npy", x)
-    np.save(work / "pixels.npy", image_mod.preprocess(check_photos(224)))
-    int8 = image_mod._cache_paths(image_mod.model_spec("lite0"))["onnx-int8"]
-    ImageEncoder("lite0", runtime="onnx-int8")  # makes the int8 model if this cache has none yet
+    np.save(work / "pixels.npy", preprocess(check_photos(224)))
+    EfficientNetLite("lite0", runtime="onnx-int8").runtime  # noqa: B018 -- makes the int8 model if needed
+    int8 = runtime.model_paths(LITE0.key)["onnx-int8"]
     args = [str(work / "out.npz")]
     for name, model, inputs in (
         ("float", "float.onnx", "x.npy"),
@@ -327,34 +338,32 @@ def emulated(encoder: ImageEncoder, tmp_path_factory: pytest.TempPathFactory) ->
 @needs_qemu
 def test_emulated_cpu_saturates_a_plain_int8_model(emulated: dict[str, np.ndarray]) -> None:
     """The emulation really exercises the saturating kernels: plain quantize_static goes wrong there."""
-    want = emulated["float"]
+    want = emulated["float.0"]
     assert np.allclose(want, 6.0 * 0.05 * 64, rtol=1e-3)
-    assert not np.allclose(emulated["plain"], want, rtol=0.05)  # saturated int16 pairs
-    np.testing.assert_allclose(emulated["ours"], want, rtol=0.02)  # saturation-free scales
+    assert not np.allclose(emulated["plain.0"], want, rtol=0.05)  # saturated int16 pairs
+    np.testing.assert_allclose(emulated["ours.0"], want, rtol=0.02)  # saturation-free scales
 
 
 @needs_qemu
 def test_int8_model_is_the_same_on_avx2_only_cpus(emulated: dict[str, np.ndarray]) -> None:
     """The real int8 model gives the same features on an AVX2-only CPU as here, and passes its bar there."""
-    pixels = check_photos(224)
-    int8 = ImageEncoder("lite0", runtime="onnx-int8")
-    here, _ = int8.encode(pixels)
-    there = emulated["lite0"] / np.linalg.norm(emulated["lite0"], axis=1, keepdims=True)
-    assert np.all(np.sum(here * there, axis=1) > 0.9999)
-    ref = image_mod._torch_run("lite0", image_mod.preprocess(pixels))
-    _, logits = int8._session.run(None, {"pixels": image_mod.preprocess(pixels)})
-    assert image_mod.int8_passes(compare_outputs(ref, (emulated["lite0"], logits)))
+    here = EfficientNetLite("lite0", runtime="onnx-int8").encode(check_photos(224))["features"]
+    there = {"features": emulated["lite0.0"], "logits": emulated["lite0.1"]}
+    assert np.all(
+        np.sum(here * there["features"], axis=1) / np.linalg.norm(there["features"], axis=1) > 0.9999
+    )
+    assert runtime.int8_passes(_stats(there))
 
 
-def test_int8_weights_cannot_saturate(encoder: ImageEncoder) -> None:
+def test_int8_weights_cannot_saturate(encoder: EfficientNetLite) -> None:
     """Every paired int8 weight tensor of the model keeps same-sign neighbours within 128 (no int16 overflow)."""
     import onnx
     from onnx import numpy_helper
 
     from semsearch.encoders.quantize import PAIR_LIMIT, pair_sums
 
-    ImageEncoder("lite0", runtime="onnx-int8")
-    model = onnx.load(str(image_mod._cache_paths(image_mod.model_spec("lite0"))["onnx-int8"]))
+    EfficientNetLite("lite0", runtime="onnx-int8").runtime  # noqa: B018 -- makes the int8 model if needed
+    model = onnx.load(str(runtime.model_paths(LITE0.key)["onnx-int8"]))
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
     checked = 0

@@ -152,7 +152,10 @@ def index(
 @click.argument("image")
 @db_option
 @k_option
-@click.option("--focus", help="Focus on one ImageNet class: a name such as 'Siamese cat' or 0-999.")
+@click.option(
+    "--focus",
+    help="Focus on an ImageNet class ('Siamese cat', 0-999) or a group of them ('dog', 'birds', 'musical instrument').",
+)
 @json_option
 def similar(image: str, db: Path | None, k: int, focus: str | None, as_json: bool) -> None:
     """Images most similar to IMAGE (cosine distance of CNN features)."""

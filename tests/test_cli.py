@@ -127,12 +127,17 @@ def test_queries_on_indexed_photos_never_load_the_cnn(small_photos):
         ["similar", str(query), "--db", str(db)],
         ["words", "cat"],
         ["similar", str(query), "--db", str(db), "--focus", "laptop"],
+        ["similar", str(query), "--db", str(db), "--focus", "dogs"],  # a WordNet group: 118 classes
     ):
         done = subprocess.run(
             [sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr
         assert "HEAVY []" in done.stderr, (args, done.stderr)
+    # an everyday word focuses on its WordNet group of classes
+    done = run("similar", str(query), "--db", str(db), "--focus", "dogs", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 10
 
 
 def _answers_queries(db: Path, query: Path) -> None:

@@ -151,5 +151,10 @@ def test_focus_moves_results_towards_the_focus_class(caltech_collection, caltech
         on_croc = Counter(_class_of(h.path) for h in c.similar(str(query), k=20, focus="African crocodile"))
         with pytest.raises(UnknownClassError, match="did you mean"):
             c.similar(str(query), focus="crocodil")
+        # everyday words name WordNet groups of classes: 'computers' (laptop, desktop, notebook...), 'reptiles'
+        on_computers = Counter(_class_of(h.path) for h in c.similar(str(query), k=20, focus="computers"))
+        on_reptiles = Counter(_class_of(h.path) for h in c.similar(str(query), k=20, focus="reptiles"))
     assert on_laptop["laptop"] > on_croc["laptop"]
     assert on_croc["crocodile"] > on_laptop["crocodile"]
+    assert on_computers["laptop"] > on_reptiles["laptop"]
+    assert on_reptiles["crocodile"] > on_computers["crocodile"]

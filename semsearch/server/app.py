@@ -56,7 +56,13 @@ KEPT_ACROSS_EPOCHS = frozenset({"model"})  # cached attributes that do not depen
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
 ImageId = Annotated[int, PathParam(ge=0, description="Image id, as returned by searches.")]
-Focus = Annotated[str | None, Query(max_length=100, description="An ImageNet class name or index 0-999.")]
+Focus = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="An ImageNet class (name or index 0-999) or a word for a group of classes ('dog').",
+    ),
+]
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -453,7 +459,7 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
 
     @api.get("/similar/{image_id}", tags=["search"])
     def similar_to_indexed(image_id: ImageId, k: K = 20, focus: Focus = None):
-        """Images similar to an indexed image, optionally focused on one ImageNet class."""
+        """Images similar to an indexed image, optionally focused on an ImageNet class or group ('dog')."""
         with served.collection() as c:
             _record(c, image_id)
             return JSONResponse(_rows(c.similar(image_id, k=k, focus=focus or None)))

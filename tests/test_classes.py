@@ -94,10 +94,12 @@ def test_unknown_words_get_suggestions():
 
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from([name for syns in class_synonyms() for name in syns]))
-def test_every_class_synonym_resolves_to_a_class_holding_it(name):
+def test_every_class_synonym_resolves_to_its_class_or_the_group_it_usually_means(name):
     group = resolve_group(name)
-    assert len(group.classes) == 1
-    assert name in class_synonyms()[group.classes[0]]
+    if len(group.classes) == 1 and name in class_synonyms()[group.classes[0]]:
+        return
+    # only a synonym that is no class's display name, and whose first WordNet sense is a group, goes elsewhere
+    assert name.lower() not in {n.lower() for n in class_names()} and group in class_groups(), (name, group)
 
 
 @settings(max_examples=200, deadline=None)

@@ -536,15 +536,18 @@ class Collection:
         return self.search_vector(self.encode_query(query)[0], k)
 
     def tags(self, image: str | Path | bytes | int, k: int = 10) -> list[tuple[str, float]]:
-        """Words that describe an image: nearest tag words, grounded in its ImageNet class probabilities
-        (or, for a model with a text side, its own zero-shot scores over the tag vocabulary)."""
+        """Words that describe an image: class and group names ('German shepherd', 'dog') grounded in its
+        ImageNet class probabilities (and, with a trained head, the plain words nearest its vector), or
+        for a model with a text side, its own zero-shot scores over names and words."""
         from semsearch.encoders.joint import tags, top_probabilities
 
         vectors, _ = self.image_vectors(image)
         vector = self._embed_joint({name: v[None] for name, v in vectors.items()})
         if self.native_text:
-            return tags(vector, k, space=self.model.text_model())[0]
-        return tags(vector, k, space=self.space, probabilities=top_probabilities(vectors["logits"][None]))[0]
+            return tags(vector, k, space=self.model.text_model(), words=True)[0]
+        head = hasattr(self.joint, "embed_images")  # a trained head's vectors land near plain words too
+        probabilities = top_probabilities(vectors["logits"][None])
+        return tags(vector, k, space=self.space, probabilities=probabilities, words=head)[0]
 
     def stats(self) -> dict[str, object]:
         meta = self.store.meta()

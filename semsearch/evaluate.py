@@ -4,7 +4,9 @@
   query's label;
 * text→image precision@k: each class name ('soccer_ball' → the text space's label vector) queries the joint
   vectors of all images; the share of the top k from that class;
-* tag hit rate: share of images with any word of their true label among their top-k tags.
+* tag hit rate: share of images with any word of their true label among the words of their top-k tags
+  (tags are whole names: 'soccer ball', 'German shepherd'); the name hit rate asks for a tag made only of
+  label words.
 For a trained head the text numbers are also split into classes it was trained on and classes held out of
 training (zero-shot); the database searched is always every image.
 """
@@ -53,10 +55,20 @@ def text_precision(
 
 
 def tag_hit_rate(
-    tag_lists: Sequence[Sequence[str]], labels: Sequence[str], tokenize: Callable[[str], list[str]]
+    tag_lists: Sequence[Sequence[str]],
+    labels: Sequence[str],
+    tokenize: Callable[[str], list[str]],
+    whole: bool = False,
 ) -> float:
-    """Share of images whose tags include any word of their true label ('soccer_ball' → soccer, ball)."""
-    hits = [bool(set(tags) & set(tokenize(lab))) for tags, lab in zip(tag_lists, labels, strict=True)]
+    """Share of images whose tags name their true label: a word of the label ('soccer_ball' → soccer, ball)
+    among the words of the tags ('soccer ball'), or with `whole`, a tag made only of label words."""
+
+    def hit(tags: Sequence[str], label: str) -> bool:
+        words = set(tokenize(label))
+        found = [set(tokenize(tag)) for tag in tags]
+        return any(f and f <= words for f in found) if whole else any(f & words for f in found)
+
+    hits = [hit(tags, lab) for tags, lab in zip(tag_lists, labels, strict=True)]
     return float(np.mean(hits)) if hits else float("nan")
 
 
@@ -85,6 +97,7 @@ def evaluate(
     }
     if tag_lists is not None and tokenize is not None:
         result["tag_hit_rate@5"] = round(tag_hit_rate(tag_lists, labels, tokenize), 4)
+        result["tag_name_hit_rate@5"] = round(tag_hit_rate(tag_lists, labels, tokenize, whole=True), 4)
     if trained_classes is not None:
         trained = [c for c in per_class if c in set(trained_classes)]
         held = [c for c in per_class if c not in set(trained_classes)]
@@ -145,7 +158,10 @@ def evaluate_folder(
         if v is not None:
             class_vectors[name] = np.asarray(v, np.float32)
     tag_lists = [
-        [w for w, _ in row] for row in tags(joint, 5, space=space, probabilities=top_probabilities(logits))
+        [w for w, _ in row]
+        for row in tags(
+            joint, 5, space=space, probabilities=top_probabilities(logits), words=head is not None
+        )
     ]
     result = evaluate(
         features,

@@ -28,6 +28,14 @@ def test_tag_hit_rate_uses_label_words():
     from semsearch.encoders.words import tokenize
 
     assert tag_hit_rate([["ball", "grass"], ["cat"]], ["soccer_ball", "dog"], tokenize) == 0.5
+    # tags are whole names: a word of the label among the tags' words, or (whole=True) a tag made only of
+    # label words ('German shepherd' is not a 'shepherd': a crook-carrying person is)
+    tag_lists, labels = (
+        [["soccer ball"], ["German shepherd", "dog"], ["dog"]],
+        ["soccer_ball", "shepherd", "cat"],
+    )
+    assert tag_hit_rate(tag_lists, labels, tokenize) == 2 / 3
+    assert tag_hit_rate(tag_lists, labels, tokenize, whole=True) == 1 / 3
 
 
 def test_evaluate_splits_trained_and_held_out():

@@ -501,8 +501,12 @@ class Collection:
 
     def _text_vector(self, text: str) -> tuple[np.ndarray, list[str]]:
         """A text's vector in the searched space, and the words that had to be left out."""
+        from semsearch.encoders.joint import ConSE
+
         if self.native_text:
             return self.model.text_model().encode([text])[0], []
+        if isinstance(self.joint, ConSE):  # it takes a class or group name ('bird') by its classes' vectors
+            return self.joint.phrase(text)
         return self.space.phrase(text)
 
     def encode_query(self, query: str) -> tuple[np.ndarray, list[str]]:

@@ -138,7 +138,7 @@ def evaluate_folder(
     if len(set(labels)) < 2:
         raise TrainingError(f"{folder} has only one class folder; evaluation needs at least 2")
     features, logits = data.features[rows], data.logits[rows]
-    head = None
+    head = conse = None
     if joint_model is not None:
         head = JointHead.load(joint_model)
         space = load_text_space(head.space_identity)
@@ -147,12 +147,14 @@ def evaluate_folder(
         mapping = head.identity
     else:
         space = load_text_space(text_model)
-        joint = ConSE(space).embed(logits)
+        conse = ConSE(space)
+        joint = conse.embed(logits)
         mapping = f"conse:{space.identity}"
     class_vectors = {}
     for name in sorted(set(labels)):
-        try:
-            v = space.embed_label(name)
+        try:  # as a search would: ConSE takes the name of a class or group ('chair') by its classes
+            v = conse.named_vector(name.replace("_", " ")) if conse is not None else None
+            v = space.embed_label(name) if v is None else v
         except SemsearchError:
             v = None
         if v is not None:

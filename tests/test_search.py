@@ -39,6 +39,17 @@ def test_a_class_name_finds_its_photos(caltech_collection, word, label):
     assert _classes(hits)[label] >= 7, _classes(hits)
 
 
+@pytest.mark.parametrize(
+    "word, labels",
+    [("bird", {"flamingo_head", "ibis"}), ("birds", {"flamingo_head", "ibis"}), ("reptile", {"crocodile"})],
+)
+def test_a_word_for_a_group_of_classes_finds_their_photos(caltech_collection, word, labels):
+    """'bird' means ImageNet's 59 bird classes (WordNet): their photos, not whatever the word 'bird' is near."""
+    with Collection(caltech_collection) as c:
+        hits = c.search(word, k=10)
+    assert sum(_classes(hits)[label] for label in labels) >= 6, _classes(hits)
+
+
 def test_words_never_trained_on_still_find_related_photos(caltech_collection):
     with Collection(caltech_collection) as c:
         hits = c.search("ship", k=10)  # no 'ship' class: the ferry photos should come up

@@ -7,10 +7,10 @@ Tags: whole names, never pieces of them ('German shepherd', not 'german'): the c
 names of their WordNet groups ('dog', 'bird', 'chair'; one common word each, see classes.py), scored by a
 blend of (a) the probability mass of the classes a name covers and (b) the cosine of the name to the image's
 joint vector, so tags stay grounded in what the classifier saw. A trained head also gets the common words,
-by cosine. Measured on caltech-dev (tag hit@5, a label word among the words of the top 5 tags): ConSE
-0.473 with the old word tags, 0.475 with names (0.470 with every group name a tag, taxonomic ones such as
-'single-reed instrument' included; 0.432 if nested groups are not skipped); a head trained on the first 15
-classes 0.536 → 0.551 (0.523 at the old blend 0.9, where ConSE gives 0.476).
+by cosine. Measured on caltech-dev (int8 features; tag hit@5, a label word among the words of the top 5
+tags): ConSE 0.473 with the old word tags, 0.475 with names (0.470 with every group name a tag, taxonomic
+ones such as 'single-reed instrument' included; 0.432 if nested groups are not skipped); a head trained on
+the first 15 classes 0.536 → 0.551 (0.523 at the old blend 0.9, where ConSE gives 0.476).
 """
 
 from __future__ import annotations

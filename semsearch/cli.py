@@ -192,14 +192,19 @@ def words(query: tuple[str, ...], k: int, glove: Path | None, as_json: bool) -> 
 @click.argument("query")
 @db_option
 @k_option
+@click.option(
+    "--min-score",
+    type=click.FloatRange(min=0),
+    help="Drop results scoring under this (default: calibrated per kind of score; 0 keeps all).",
+)
 @json_option
-def search(query: str, db: Path | None, k: int, as_json: bool) -> None:
-    """Images that match words or a phrase (the joint image-word space); terms can be added or subtracted."""
+def search(query: str, db: Path | None, k: int, min_score: float | None, as_json: bool) -> None:
+    """Images that match words or a description; terms can be added or subtracted ('cat + beach - snow')."""
     from semsearch.collection import Collection
 
+    notes: list[str] = []
     with Collection(_db(db)) as collection:
-        vector, notes = collection.encode_query(query)
-        hits = collection.search_vector(vector, k)
+        hits = collection.search(query, k, notes, min_score)
         note_if_empty(collection)
     for note in notes:
         click.echo(f"note: {note}", err=True)

@@ -535,9 +535,81 @@ class Collection:
             ((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k
         )
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        """Text → images (words, phrases, mixed text/image queries) in the joint space."""
-        return self.search_vector(self.encode_query(query)[0], k)
+    #: Scores under which a text search's results are no good match, per kind of score: the 10th
+    #: percentile of the best real match's score on caltech-dev (each class's name, each two-object
+    #: query; `python bench/phrases.py` measures them), so nine queries in ten with a real match keep
+    #: it. A model with a text side of its own has no calibration here: nothing is cut.
+    MIN_SCORES = {"cosine": 0.38, "concepts": 0.01, "native": 0.0}
+
+    def search(
+        self, query: str, k: int = 10, notes: list[str] | None = None, min_score: float | None = None
+    ) -> list[Hit]:
+        """Text → images (words, descriptions, mixed text/image queries) in the text-searched space.
+
+        A description (one text term) naming several concepts ranks photos by all of them at once
+        (concepts.py). Results scoring under `min_score` (default: MIN_SCORES for the kind of score)
+        are dropped. `notes` collects what the user should know: unknown words, concepts no photo
+        shows, and that nothing matched well.
+        """
+        from semsearch.query import parse_query
+
+        notes = [] if notes is None else notes
+        terms = parse_query(query)
+        found = None
+        if len(terms) == 1 and terms[0].text is not None and terms[0].weight > 0 and not self.native_text:
+            found = self._describe(terms[0].text, k, notes)
+        if found is None:
+            vector, more = self.encode_query(query)
+            notes.extend(more)
+            found = self.search_vector(vector, k), "native" if self.native_text else "cosine"
+        hits, kind = found
+        cut = self.MIN_SCORES[kind] if min_score is None else min_score
+        kept = [h for h in hits if cut <= 0 or h.score >= cut]  # 0 keeps all (cosines may be negative)
+        if hits and not kept:
+            notes.append(
+                f"no photo matches {shown(query)!r} well (best score {hits[0].score:.3f} is under "
+                f"{cut:g}); --min-score 0 shows the nearest anyway"
+            )
+        return kept
+
+    #: A description is ranked among the union of each concept's nearest photos, at least this many.
+    CANDIDATES = 2000
+
+    def _describe(self, text: str, k: int, notes: list[str]) -> tuple[list[Hit], str] | None:
+        """Hits for a description of several concepts and the kind of their scores ("concepts", or
+        "cosine" when one concept is left); None when it has fewer than two known concepts."""
+        from semsearch import concepts
+        from semsearch.encoders.joint import class_vectors, softmax
+        from semsearch.errors import UnknownWordError
+
+        known: dict[str, np.ndarray] = {}
+        for concept in concepts.split(text):
+            try:
+                vector, unknown = self._text_vector(concept)
+            except UnknownWordError:
+                notes.append(f"not in the vocabulary: {concept}")
+                continue
+            notes.extend(f"not in the vocabulary: {word}" for word in unknown)
+            known[concept] = vector
+        if len(known) < 2:
+            return None
+        k = self._clamp(k)
+        if not k:
+            return [], "concepts"
+        snap = self.store.snapshot([])
+        index = self.vector_index(self.text_space)
+        depth = min(len(snap), max(self.CANDIDATES, 50 * k))
+        found = index.search(np.stack(list(known.values())), depth)[0].ravel()
+        ids = np.unique(found[found >= 0])
+        rows = snap.rows[np.isin(snap.ids, ids)]
+        ids = snap.ids[np.isin(snap.ids, ids)]
+        probabilities = softmax(self.store.vectors_at("logits", rows))
+        ranking = concepts.rank(list(known), list(known.values()), class_vectors(self.space), probabilities)
+        notes.extend(f"no photo here shows {c!r}: left out of the search" for c in ranking.left_out)
+        if ranking.scores is None:  # one concept left: rank by its cosine, as for a single word
+            return self.search_vector(known[ranking.used[0]], k), "cosine"
+        top = np.argsort(-ranking.scores, kind="stable")[:k]
+        return self._hits(((int(ids[i]), float(ranking.scores[i])) for i in top), k), "concepts"
 
     def tags(self, image: str | Path | bytes | int, k: int = 10) -> list[tuple[str, float]]:
         """Words that describe an image: class and group names ('German shepherd', 'dog') grounded in its

@@ -361,7 +361,7 @@ class Collection:
         """({space: vector}, own id) of a query image: stored vectors if indexed, else encoded now."""
         record = None
         if isinstance(image, int):
-            record = self.store.get(image)
+            record = self.store.get(image) if 0 <= image < 2**63 else None  # SQLite's integer range
             if record is None:
                 raise CollectionError(f"no image with id {image} in the collection")
         elif isinstance(image, (str, Path)):
@@ -509,21 +509,23 @@ class Collection:
             return self.joint.phrase(text)
         return self.space.phrase(text)
 
-    def encode_query(self, query: str) -> tuple[np.ndarray, list[str]]:
-        """One vector in the text-searched space for a mixed query, and notes for the user (unknown words)."""
+    def encode_query(self, query: str, *, allow_paths: bool = True) -> tuple[np.ndarray, list[str]]:
+        """One vector in the text-searched space for a mixed query, and notes for the user (unknown words).
+        Without `allow_paths` (a server), image terms can only be indexed ids: no file is ever read."""
         from semsearch.query import combine, parse_query
 
         notes: list[str] = []
 
         def embed(term) -> np.ndarray:
-            if term.image is not None:
-                vectors, _ = self.image_vectors(term.image)
+            if term.image_id is not None or term.image is not None:
+                image = term.image_id if term.image_id is not None else term.image
+                vectors, _ = self.image_vectors(image)
                 return self._embed_joint({name: v[None] for name, v in vectors.items()})[0]
             vector, unknown = self._text_vector(term.text)
             notes.extend(f"not in the vocabulary: {word}" for word in unknown)
             return vector
 
-        return combine(parse_query(query), embed), notes
+        return combine(parse_query(query, allow_paths=allow_paths), embed), notes
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         """Images nearest to a joint-space vector."""
@@ -535,9 +537,9 @@ class Collection:
             ((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k
         )
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
+    def search(self, query: str, k: int = 10, *, allow_paths: bool = True) -> list[Hit]:
         """Text → images (words, phrases, mixed text/image queries) in the joint space."""
-        return self.search_vector(self.encode_query(query)[0], k)
+        return self.search_vector(self.encode_query(query, allow_paths=allow_paths)[0], k)
 
     def tags(self, image: str | Path | bytes | int, k: int = 10) -> list[tuple[str, float]]:
         """Words that describe an image: class and group names ('German shepherd', 'dog') grounded in its

@@ -18,6 +18,7 @@ from semsearch.collection import Collection  # noqa: E402
 CALTECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech-dev"
 CLASSES = ("crocodile", "laptop", "soccer_ball", "accordion")
 PER_CLASS = 5
+LOCAL = "http://127.0.0.1:8000"
 TRAVERSALS = ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e/%2e%2e/etc/passwd", "/etc/passwd")
 
 has_search = pytest.mark.skipif(
@@ -60,11 +61,16 @@ def db(served_collection) -> Path:
     return served_collection[0]
 
 
+def local(app, **kwargs) -> TestClient:
+    """A client talking to `app` as a browser on this machine does (Host: 127.0.0.1:8000)."""
+    return TestClient(app, base_url=LOCAL, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def client(db):
     from semsearch.server.app import create_app
 
-    with TestClient(create_app(db, max_upload=2 * 1024 * 1024)) as c:
+    with local(create_app(db, max_upload=2 * 1024 * 1024)) as c:
         yield c
 
 
@@ -175,7 +181,7 @@ def test_upload_bad_cases(client, db):
             yield b"\0" * 100_000
 
     assert client.post("/api/similar", content=chunks()).status_code == 413
-    with TestClient(create_app(db, max_upload=1024)) as small:
+    with local(create_app(db, max_upload=1024)) as small:
         assert small.post("/api/similar", content=b"\0" * 5000).status_code == 413
 
 
@@ -276,7 +282,7 @@ def test_path_traversal_is_refused(client, ids, evil):
 def test_token_required_on_every_api_call(db, ids, photo_bytes):
     from semsearch.server.app import create_app
 
-    with TestClient(create_app(db, token="s3cret")) as c:
+    with local(create_app(db, token="s3cret")) as c:
         urls = [
             "/api/health",
             "/api/stats",
@@ -338,7 +344,7 @@ def test_concurrent_reads_during_index_run(served_collection, tmp_path):
     )
     for i, f in enumerate(files):
         shutil.copy2(f, extra / f"new{i}{f.suffix}")
-    with TestClient(create_app(db)) as client:
+    with local(create_app(db)) as client:
         before = client.get("/api/stats").json()["images"]
         first_id = client.get("/api/map").json()["points"][0]["id"]
         stop = threading.Event()

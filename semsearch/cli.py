@@ -310,9 +310,9 @@ def serve(
     from semsearch.server.app import create_app, loopback
     from semsearch.server.guards import serve as run_server
 
+    secret = _serve_token(token, token_file)
     if token is not None:
         click.echo("warning: --token is visible to other users in `ps`; prefer --token-file", err=True)
-    secret = _serve_token(token, token_file)
     wildcard = host in ("0.0.0.0", "::", "")
     named = f"[{host}]" if ":" in host else host
     hosts = ("*",) if wildcard else (named,)

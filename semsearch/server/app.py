@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager, contextmanager
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -549,6 +550,9 @@ def create_app(
                     raise HTTPException(400, "empty upload: send an image")
                 with served.collection() as c:
                     try:
+                        if not len(c.vector_index(IMAGE_SPACE)):  # empty (or stopped before its first batch)
+                            c.query_vector(data)  # still 400 for what is not an image
+                            return []
                         return _rows(c.similar(data, k=k, focus=focus or None))
                     except DecodeError as exc:
                         raise HTTPException(400, f"not a usable image: {exc}") from None
@@ -599,13 +603,14 @@ def create_app(
 
     @api.get("/words", tags=["words"])
     def similar_words(q: Annotated[str, Query(min_length=1, max_length=500)], k: K = 20):
-        """Words nearest to a word or phrase (GloVe). Rows: rank, word, score; unknown words in X-Unknown-Words."""
+        """Words nearest to a word or phrase (GloVe). Rows: rank, word, score; unknown words in X-Unknown-Words
+        (comma-separated, percent-encoded: headers are Latin-1)."""
         from semsearch.encoders.words import tokenize
 
         table = _words()
         vector, unknown = table.phrase(q)
         rows = word_rows(table.nearest(vector, k, exclude=set(tokenize(q))))
-        headers = {"X-Unknown-Words": ",".join(unknown)} if unknown else None
+        headers = {"X-Unknown-Words": quote(",".join(unknown), safe=",")} if unknown else None
         return JSONResponse(rows, headers=headers)
 
     @api.get("/map", tags=["images"])

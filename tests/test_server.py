@@ -6,13 +6,16 @@ import http.client
 import io
 import math
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -682,24 +685,40 @@ def _wait_for(port: int) -> None:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def live(db):
-    """The app under real uvicorn (as `semsearch serve` runs it) on a free loopback port, with 1 s deadlines
-    and room for one upload at work and one queued."""
+@contextmanager
+def _uvicorn(app, **deadlines: float) -> Iterator[int]:
+    """`app` under real uvicorn, configured as `semsearch serve` runs it, on a free loopback port."""
     import uvicorn
 
-    from semsearch.server.app import create_app
-    from semsearch.server.guards import Gate, server_config
+    from semsearch.server.guards import server_config
 
     port = _free_port()
-    app = create_app(db, uploads=Gate(1, 1))
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, header_timeout=1.0, body_timeout=1.0))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, **deadlines))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     _wait_for(port)
     yield port
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live(db):
+    """A real server with 1 s deadlines for headers and bodies."""
+    from semsearch.server.app import create_app
+
+    with _uvicorn(create_app(db), header_timeout=1.0, body_timeout=1.0) as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def live_queue(db):
+    """A real server (default deadlines) with room for one upload at work and one queued."""
+    from semsearch.server.app import create_app
+    from semsearch.server.guards import Gate
+
+    with _uvicorn(create_app(db, uploads=Gate(1, 1))) as port:
+        yield port
 
 
 def _closed_by_server(sock: socket.socket, until: float) -> bool:
@@ -787,30 +806,35 @@ def _upload(port: int, photo: bytes) -> tuple[int, str | None]:
     return response.status, response.getheader("Retry-After")
 
 
-def test_uploads_beyond_the_queue_get_503(live, photo_bytes):
-    """One upload at work and one queued (two slow senders hold both places): the next is told to retry."""
-    held = [socket.create_connection(("127.0.0.1", live)) for _ in range(2)]
+def test_uploads_beyond_the_queue_get_503(live_queue, photo_bytes):
+    """Room for one upload at work and one queued: of five slow uploads, two take the places and wait for
+    their bodies, three are told at once to retry; the two are answered once their bodies arrive."""
+    socks = [socket.create_connection(("127.0.0.1", live_queue)) for _ in range(5)]
     try:
-        for s in held:
-            s.sendall(_post_head(live, len(photo_bytes)) + photo_bytes[:1000])
-        deadline = time.monotonic() + 0.8
-        status, retry = _upload(live, photo_bytes)
-        while status != 503 and time.monotonic() < deadline:  # until the server has admitted both
-            status, retry = _upload(live, photo_bytes)
-        assert (status, retry) == (503, "2")
-        for s in held:  # the two held uploads finish and are answered
-            s.sendall(photo_bytes[1000:])
-        for s in held:
-            s.settimeout(10)
-            assert s.recv(100).startswith(b"HTTP/1.1 200"), "a queued upload was not answered"
+        for s in socks:
+            s.sendall(_post_head(live_queue, len(photo_bytes)) + photo_bytes[:1000])
+        refused: set[socket.socket] = set()
+        deadline = time.monotonic() + 20
+        while len(refused) < 3 and time.monotonic() < deadline:
+            readable, _, _ = select.select([s for s in socks if s not in refused], [], [], 1.0)
+            refused.update(readable)
+        assert len(refused) == 3, "expected three uploads refused at once"
+        for s in refused:
+            head = s.recv(4096).decode("latin-1")
+            assert head.startswith("HTTP/1.1 503") and "\r\nretry-after: 2\r\n" in head.lower(), head
+        for s in socks:
+            if s not in refused:
+                s.sendall(photo_bytes[1000:])
+                s.settimeout(20)
+                assert s.recv(100).startswith(b"HTTP/1.1 200"), "a queued upload was not answered"
     finally:
-        for s in held:
+        for s in socks:
             s.close()
-    assert _upload(live, photo_bytes)[0] == 200  # places are given back
+    assert _upload(live_queue, photo_bytes)[0] == 200  # the places are given back
 
 
-def test_concurrent_uploads_are_bounded(live, photo_bytes):
+def test_concurrent_uploads_are_bounded(live_queue, photo_bytes):
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: _upload(live, photo_bytes), range(24)))
+        answers = list(pool.map(lambda _: _upload(live_queue, photo_bytes), range(24)))
     assert {status for status, _ in answers} <= {200, 503} and (200, None) in answers
     assert all(retry == "2" for status, retry in answers if status == 503)

@@ -550,9 +550,6 @@ def create_app(
                     raise HTTPException(400, "empty upload: send an image")
                 with served.collection() as c:
                     try:
-                        if not len(c.vector_index(IMAGE_SPACE)):  # empty (or stopped before its first batch)
-                            c.query_vector(data)  # still 400 for what is not an image
-                            return []
                         return _rows(c.similar(data, k=k, focus=focus or None))
                     except DecodeError as exc:
                         raise HTTPException(400, f"not a usable image: {exc}") from None

@@ -111,11 +111,11 @@ def _singulars(text: str) -> list[str]:
 def resolve_class(query: str | int) -> int:
     """Class index for a name (case-insensitive, any synonym) or an index 0-999."""
     text = " ".join(str(query).split())
-    if text.isascii() and text.isdigit():
-        index = int(text)
-        if 0 <= index < len(class_synonyms()):
-            return index
-        raise UnknownClassError(f"class index {index} is out of range: use 0-{len(class_synonyms()) - 1}")
+    if text.isascii() and text.isdigit():  # not "²" or "٣": str.isdigit() takes any script's digits
+        count = len(class_synonyms())
+        if len(text) <= 6 and int(text) < count:
+            return int(text)
+        raise UnknownClassError(f"class index {text[:12]} is out of range: use 0-{count - 1}")
     key = text.lower()
     table = _lookup()
     for form in (key, *_singulars(key)):

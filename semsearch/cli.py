@@ -16,8 +16,10 @@ from typing import Any
 
 import click
 
-from semsearch.errors import SemsearchError
+from semsearch.errors import SemsearchError, SettingError
 from semsearch.paths import default_db, shown
+
+TOKEN_ENV = "SEMSEARCH_TOKEN"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,11 +160,12 @@ def index(
 )
 @json_option
 def similar(image: str, db: Path | None, k: int, focus: str | None, as_json: bool) -> None:
-    """Images most similar to IMAGE (cosine distance of CNN features)."""
+    """Images most similar to IMAGE (a file, or an indexed image as id:12), by cosine of CNN features."""
     from semsearch.collection import Collection
+    from semsearch.query import image_ref
 
     with Collection(_db(db)) as collection:
-        hits = collection.similar(image, k=k, focus=focus)
+        hits = collection.similar(image_ref(image), k=k, focus=focus)
         note_if_empty(collection)
     emit_rows([h.to_dict() for h in hits], as_json, title=f"similar to {shown(image)}")
 
@@ -199,7 +202,8 @@ def words(query: tuple[str, ...], k: int, glove: Path | None, as_json: bool) -> 
 )
 @json_option
 def search(query: str, db: Path | None, k: int, min_score: float | None, as_json: bool) -> None:
-    """Images that match words or a description; terms can be added or subtracted ('cat + beach - snow')."""
+    """Images that match words or a description; terms can be added or subtracted, and images (a file,
+    or id:12) mixed in: 'beach + 2:id:12 - people'."""
     from semsearch.collection import Collection
 
     notes: list[str] = []
@@ -217,11 +221,12 @@ def search(query: str, db: Path | None, k: int, min_score: float | None, as_json
 @k_option
 @json_option
 def tags(image: str, db: Path | None, k: int, as_json: bool) -> None:
-    """Words that describe IMAGE."""
+    """Words that describe IMAGE (a file, or an indexed image as id:12)."""
     from semsearch.collection import Collection, word_rows
+    from semsearch.query import image_ref
 
     with Collection(_db(db)) as collection:
-        found = collection.tags(image, k)
+        found = collection.tags(image_ref(image), k)
     rows = word_rows(found)
     emit_rows(rows, as_json, title=f"tags of {shown(image)}")
 
@@ -294,25 +299,53 @@ def demo(db: Path | None, as_json: bool) -> None:
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option(
-    "--token", help="Require 'Authorization: Bearer TOKEN' on every API call (page: /?token=TOKEN)."
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Require 'Authorization: Bearer TOKEN' on every API call, TOKEN read from this file "
+    f"(or set {TOKEN_ENV}); the page then needs /?token=TOKEN.",
 )
+@click.option("--token", help="The token itself (visible to other users in `ps`: prefer --token-file).")
 @click.option(
     "--max-upload-mb", type=click.IntRange(min=1), default=20, show_default=True, help="Largest upload, MiB."
 )
-def serve(db: Path | None, host: str, port: int, token: str | None, max_upload_mb: int) -> None:
+def serve(
+    db: Path | None, host: str, port: int, token_file: Path | None, token: str | None, max_upload_mb: int
+) -> None:
     """A local web page and JSON API over the collection (search, similar images, tags, words, map)."""
-    import uvicorn
-
     from semsearch.server.app import create_app, loopback
+    from semsearch.server.guards import serve as run_server
 
-    web = create_app(_db(db), token=token, max_upload=max_upload_mb * 1024 * 1024)
-    if not loopback(host) and not token:
+    secret = _serve_token(token, token_file)
+    if token is not None:
+        click.echo("warning: --token is visible to other users in `ps`; prefer --token-file", err=True)
+    wildcard = host in ("0.0.0.0", "::", "")
+    named = f"[{host}]" if ":" in host else host
+    hosts = ("*",) if wildcard else (named,)
+    web = create_app(_db(db), token=secret, max_upload=max_upload_mb * 1024 * 1024, hosts=hosts)
+    if not loopback(host) and not secret:
         click.echo(
-            f"warning: serving on {host} without --token: anyone who can reach it can browse", err=True
+            f"warning: serving on {host} without a token: anyone who can reach it can browse", err=True
         )
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"semsearch: http://{shown}:{port}/" + (f"?token={token}" if token else ""), err=True)
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    needs = " (token required: open /?token=YOUR-TOKEN once)" if secret else ""
+    click.echo(f"semsearch: http://{named}:{port}/{needs}", err=True)
+    run_server(web, host, port)
+
+
+def _serve_token(given: str | None, token_file: Path | None) -> str | None:
+    """The API token from --token, --token-file or $SEMSEARCH_TOKEN (in that order); an empty one is an
+    error, never a silently open server."""
+    if given is not None:
+        token, source = given, "--token"
+    elif token_file is not None:
+        token, source = token_file.read_text(encoding="utf-8", errors="replace"), f"--token-file {token_file}"
+    elif TOKEN_ENV in os.environ:
+        token, source = os.environ[TOKEN_ENV], TOKEN_ENV
+    else:
+        return None
+    token = token.strip()
+    if not token:
+        raise SettingError(f"the token from {source} is empty: give a real token, or none for no token")
+    return token
 
 
 @app.command()

@@ -361,7 +361,7 @@ class Collection:
         """({space: vector}, own id) of a query image: stored vectors if indexed, else encoded now."""
         record = None
         if isinstance(image, int):
-            record = self.store.get(image)
+            record = self.store.get(image) if 0 <= image < 2**63 else None  # SQLite's integer range
             if record is None:
                 raise CollectionError(f"no image with id {image} in the collection")
         elif isinstance(image, (str, Path)):
@@ -509,21 +509,23 @@ class Collection:
             return self.joint.phrase(text)
         return self.space.phrase(text)
 
-    def encode_query(self, query: str) -> tuple[np.ndarray, list[str]]:
-        """One vector in the text-searched space for a mixed query, and notes for the user (unknown words)."""
+    def encode_query(self, query: str, *, allow_paths: bool = True) -> tuple[np.ndarray, list[str]]:
+        """One vector in the text-searched space for a mixed query, and notes for the user (unknown words).
+        Without `allow_paths` (a server), image terms can only be indexed ids: no file is ever read."""
         from semsearch.query import combine, parse_query
 
         notes: list[str] = []
 
         def embed(term) -> np.ndarray:
-            if term.image is not None:
-                vectors, _ = self.image_vectors(term.image)
+            if term.image_id is not None or term.image is not None:
+                image = term.image_id if term.image_id is not None else term.image
+                vectors, _ = self.image_vectors(image)
                 return self._embed_joint({name: v[None] for name, v in vectors.items()})[0]
             vector, unknown = self._text_vector(term.text)
             notes.extend(f"not in the vocabulary: {word}" for word in unknown)
             return vector
 
-        return combine(parse_query(query), embed), notes
+        return combine(parse_query(query, allow_paths=allow_paths), embed), notes
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         """Images nearest to a joint-space vector."""
@@ -542,24 +544,31 @@ class Collection:
     MIN_SCORES = {"cosine": 0.38, "concepts": 0.01, "native": 0.0}
 
     def search(
-        self, query: str, k: int = 10, notes: list[str] | None = None, min_score: float | None = None
+        self,
+        query: str,
+        k: int = 10,
+        notes: list[str] | None = None,
+        min_score: float | None = None,
+        *,
+        allow_paths: bool = True,
     ) -> list[Hit]:
         """Text → images (words, descriptions, mixed text/image queries) in the text-searched space.
 
         A description (one text term) naming several concepts ranks photos by all of them at once
         (concepts.py). Results scoring under `min_score` (default: MIN_SCORES for the kind of score)
         are dropped. `notes` collects what the user should know: unknown words, concepts no photo
-        shows, and that nothing matched well.
+        shows, and that nothing matched well. Without `allow_paths` (a server), image terms can only be
+        indexed ids: no file is ever read.
         """
         from semsearch.query import parse_query
 
         notes = [] if notes is None else notes
-        terms = parse_query(query)
+        terms = parse_query(query, allow_paths=allow_paths)
         found = None
         if len(terms) == 1 and terms[0].text is not None and terms[0].weight > 0 and not self.native_text:
             found = self._describe(terms[0].text, k, notes)
         if found is None:
-            vector, more = self.encode_query(query)
+            vector, more = self.encode_query(query, allow_paths=allow_paths)
             notes.extend(more)
             found = self.search_vector(vector, k), "native" if self.native_text else "cosine"
         hits, kind = found

@@ -23,6 +23,12 @@ class EmptyQueryError(SemsearchError):
     exit_code = 2
 
 
+class QueryError(SemsearchError):
+    """A query that cannot be read as written (a weight out of range, a path where only ids are allowed)."""
+
+    exit_code = 2
+
+
 class UnknownClassError(SemsearchError):
     """A focus class that is neither an ImageNet class name nor an index 0-999."""
 
@@ -35,3 +41,9 @@ class CollectionError(SemsearchError):
 
 class ModelError(SemsearchError):
     """A model file is corrupt or was made for other vectors than the ones in use."""
+
+
+class SettingError(SemsearchError):
+    """A command-line option or environment setting that cannot be used as given (an empty token)."""
+
+    exit_code = 2

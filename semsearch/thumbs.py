@@ -8,11 +8,9 @@ folder, then ``os.replace``), so concurrent requests for the same thumbnail neve
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
-from semsearch.errors import DecodeError
-from semsearch.media import MAX_PIXELS, SUPPORTED_FORMATS
+from semsearch.media import decode, to_rgb
 from semsearch.paths import write_atomically
 
 THUMBS_DIR = "thumbs"
@@ -28,32 +26,20 @@ def thumb_path(root: Path, image_id: int, sha256: str) -> Path:
 
 
 def render_thumbnail(source: Path, size: int = THUMB_SIZE) -> bytes:
-    """A WebP of `source` whose longer side is at most `size` pixels (aspect kept, EXIF rotation applied)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """A WebP of `source` whose longer side is at most `size` pixels (aspect kept, EXIF rotation applied,
+    transparency kept); decoded within `semsearch.media`'s limits."""
+    from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(source) as img:
-                if img.format not in SUPPORTED_FORMATS:
-                    raise DecodeError(f"unsupported image format ({img.format})")
-                if img.size[0] * img.size[1] > MAX_PIXELS:
-                    raise DecodeError("image too large")
-                img.draft("RGB", (size, size))
-                img.load()
-                img = ImageOps.exif_transpose(img) or img
-                if img.mode not in ("RGB", "RGBA"):
-                    img = img.convert(
-                        "RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"
-                    )
-                img.thumbnail((size, size), Image.Resampling.LANCZOS)
-                out = io.BytesIO()
-                img.save(out, format="WEBP", quality=THUMB_QUALITY, method=4)
-                return out.getvalue()
-    except DecodeError:
-        raise
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DecodeError(f"cannot make a thumbnail ({str(exc)[:80] or type(exc).__name__})") from None
+    def shrink(img: Image.Image) -> Image.Image:
+        img.thumbnail((size, size), Image.Resampling.LANCZOS)
+        return img
+
+    small = decode(source, lambda width, height: (size, size), shrink)
+    if small.mode not in ("RGB", "RGBA"):
+        small = small.convert("RGBA") if "A" in small.getbands() else to_rgb(small)
+    out = io.BytesIO()
+    small.save(out, format="WEBP", quality=THUMB_QUALITY, method=4)
+    return out.getvalue()
 
 
 def thumbnail(root: Path, image_id: int, sha256: str, source: Path) -> Path | bytes:

@@ -274,3 +274,40 @@ def test_queries_with_nothing_to_find_and_files_that_are_not_images(small_photos
     done = run("similar", str(notes), "--db", str(db))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: {notes}: not an image"]
+
+
+def test_indexed_images_by_id_wherever_an_image_goes(small_photos, tmp_path, capsys):
+    """`id:12` names an indexed image for similar, tags and mixed searches, as over HTTP; paths still work."""
+    from semsearch.cli import main
+    from semsearch.collection import Collection
+
+    db = tmp_path / "db"
+    with Collection(db, writable=True) as collection:
+        collection.sync(small_photos)
+        records = sorted(collection.store.records().values(), key=lambda r: r.id)
+    first = records[0]
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        try:
+            main([*args, "--db", str(db)])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = cli("similar", f"id:{first.id}", "-k", "3", "--json")
+    assert code == 0 and first.id not in [h["id"] for h in json.loads(out)]
+    code, out, _ = cli("tags", f"id:{first.id}", "-k", "3", "--json")
+    assert code == 0 and len(json.loads(out)) == 3
+    code, out, _ = cli("search", f"id:{first.id}", "-k", "1", "--json")
+    assert code == 0 and json.loads(out)[0]["id"] == first.id
+    code, out, _ = cli("search", f"crocodile + 2:id:{first.id} - {first.path}", "-k", "3", "--json")
+    assert code == 0 and len(json.loads(out)) == 3
+    for bad in ("similar", "tags"):
+        code, out, err = cli(bad, "id:987654", "--json")
+        assert (
+            code != 0
+            and out == ""
+            and err.strip().splitlines() == ["error: no image with id 987654 in the collection"]
+        )

@@ -183,7 +183,7 @@ def test_a_clip_collection_answers_every_query_type(
             collection.similar(str(photo), focus="laptop")
     with pytest.raises(CollectionError, match="made with clip"):
         Collection(db, writable=True, model="lite0")
-    client = TestClient(create_app(db))
+    client = TestClient(create_app(db), base_url="http://127.0.0.1:8000")  # a Host the server accepts
     found = client.get("/api/search", params={"q": "a dog on the grass", "k": 4})
     assert found.status_code == 200 and len(found.json()) == 4
     assert client.get("/api/stats").json()["spaces"] == ["clip"]

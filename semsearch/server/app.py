@@ -13,16 +13,18 @@ Concurrency model
 
 Security
 --------
-Only images in the catalog are served, addressed by integer id (never by path); uploads are capped
-(413) and decoded with `semsearch.media.load_image` (400 on anything that is not an image) entirely in
-memory; the only files written are thumbnails under ``<collection>/thumbs``; with a token, every
-``/api`` call needs ``Authorization: Bearer <token>`` (or ``?token=`` for ``<img>`` URLs).
+Only images in the catalog are served, addressed by integer id (never by path), and image terms in a
+query are ids too (``id:12``): no request makes the server read a file outside the catalog or tells
+whether one exists. Uploads are capped (413; multipart: at most `MAX_PARTS` parts, parsed in a worker
+thread), decoded with `semsearch.media.load_image` within its memory bound (400 on anything that is not an
+image) entirely in memory, and at most a few at once (`semsearch.server.guards.Gate`: 503 with
+Retry-After beyond). The only files written are thumbnails under ``<collection>/thumbs``. The Host header
+must name this server (DNS rebinding), POSTs must come from its own page or a non-browser client; with a
+token, every ``/api`` call needs ``Authorization: Bearer <token>`` (or ``?token=`` for ``<img>`` URLs).
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import hmac
 import mimetypes
 import queue
@@ -34,28 +36,39 @@ from contextlib import asynccontextmanager, contextmanager
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from python_multipart import create_form_parser
+from python_multipart.multipart import Field, File
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from semsearch.collection import Collection, word_rows
 from semsearch.errors import CollectionError, DecodeError, SemsearchError
 from semsearch.media import SUPPORTED_SUFFIXES
+from semsearch.paths import shown
+from semsearch.server.guards import Gate, SameOriginWrites
 from semsearch.store import CATALOG, Record
 from semsearch.thumbs import MEDIA_TYPE, thumbnail
 
 STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 MAX_K = 200
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+MAX_PARTS = 8  # multipart parts per upload: the image and a few form fields
+UPLOAD_WORKERS, UPLOAD_WAITING = 2, 14  # uploads decoded and encoded at once, and queued behind them
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 KEPT_ACROSS_EPOCHS = frozenset({"model"})  # cached attributes that do not depend on the catalog
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
-ImageId = Annotated[int, PathParam(ge=0, description="Image id, as returned by searches.")]
+ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="Image id, as returned by searches.")]
 Focus = Annotated[
     str | None,
     Query(
@@ -276,20 +289,31 @@ def _need(collection: Collection, method: str) -> Callable:
 
 
 def _parse_upload(body: bytes, content_type: str) -> bytes:
-    """The image bytes of a raw body or of the first file part of a multipart/form-data body (in memory)."""
+    """The image bytes of a raw body, or of the first file part of a multipart/form-data body (kept in
+    memory; at most `MAX_PARTS` parts). CPU work: call it from a worker thread, not the event loop."""
     if not content_type.lower().startswith("multipart/"):
         return body
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        raise HTTPException(400, "malformed multipart upload")
-    parts = list(message.iter_parts())
-    chosen = next((p for p in parts if p.get_filename()), None) or next(
-        (p for p in parts if p.get_param("name", header="content-disposition") in ("file", "image")), None
+    parts: list[Field | File] = []
+
+    def keep(part: Field | File) -> None:
+        parts.append(part)
+        if len(parts) > MAX_PARTS:
+            raise HTTPException(400, f"multipart upload with more than {MAX_PARTS} parts")
+
+    try:
+        parser = create_form_parser(
+            {"Content-Type": content_type}, keep, keep, config={"MAX_MEMORY_FILE_SIZE": len(body) + 1}
+        )
+        parser.write(body)
+        parser.finalize()
+    except ValueError:  # python-multipart's errors (no boundary, bad framing, not form-data)
+        raise HTTPException(400, "malformed multipart upload: send the image as field 'file'") from None
+    chosen = next((p for p in parts if isinstance(p, File)), None) or next(
+        (p for p in parts if p.field_name in (b"file", b"image")), None
     )
     if chosen is None:
         raise HTTPException(400, "the upload has no file part (send the image as field 'file')")
-    return chosen.get_payload(decode=True) or b""
+    return chosen.file_object.getvalue() if isinstance(chosen, File) else chosen.value or b""
 
 
 def _projection(collection: _ServedCollection) -> dict[str, object]:
@@ -336,7 +360,7 @@ def _projection(collection: _ServedCollection) -> dict[str, object]:
             else:
                 record = collection.store.get(image_id)
                 if record is not None and record.label:
-                    votes[record.label.replace("_", " ")] += 1.0
+                    votes[shown(record.label).replace("_", " ")] += 1.0
         label = ", ".join(w for w, _ in votes.most_common(2))
         clusters.append(
             {
@@ -392,11 +416,25 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
-    """The FastAPI app serving the collection at `db` (page at `/`, API under `/api`, schema at `/openapi.json`)."""
+def create_app(
+    db: Path,
+    *,
+    token: str | None = None,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+    hosts: tuple[str, ...] = (),
+    uploads: Gate | None = None,
+) -> FastAPI:
+    """The FastAPI app serving the collection at `db` (page at `/`, API under `/api`, schema at `/openapi.json`).
+
+    `hosts`: Host header names accepted besides loopback ones (the address served on; "*" for any).
+    `uploads`: how many uploads are processed at once and queued (default `UPLOAD_WORKERS`, `UPLOAD_WAITING`).
+    """
+    if token is not None and not token.strip():
+        raise ValueError("the token is empty: give a real token or none")
     _one_blas_thread()
     served = Served(db)
     expected = token.encode() if token else None
+    gate = uploads or Gate(UPLOAD_WORKERS, UPLOAD_WAITING)
 
     def check_token(request: Request) -> None:
         if expected is None:
@@ -428,6 +466,8 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
     async def _user_error(request: Request, exc: SemsearchError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    app.add_middleware(SameOriginWrites)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, *hosts], www_redirect=False)
     app.add_middleware(_SecurityHeaders)
 
     @api.get("/health", tags=["meta"])
@@ -451,11 +491,20 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
 
     @api.get("/search", tags=["search"])
     def search(
-        q: Annotated[str, Query(min_length=1, max_length=500, description="Words or a phrase.")], k: K = 20
+        q: Annotated[str, Query(min_length=1, max_length=500, description="Words or a phrase.")],
+        k: K = 20,
+        min_score: Annotated[
+            float | None, Query(ge=0, le=1, description="Drop results under this score (0 keeps all).")
+        ] = None,
     ):
-        """Images matching words (text → images). Rows: rank, id, path, score."""
+        """Images matching words, a description, or a mixed query such as `beach + id:12 - people`
+        (images by id only). Notes for people (unknown words, concepts no photo shows, nothing matching
+        well) come in the X-Search-Notes header, percent-encoded, separated by '|'."""
+        notes: list[str] = []
         with served.collection() as c:
-            return JSONResponse(_rows(_need(c, "search")(q, k=k)))
+            hits = c.search(q, k=k, notes=notes, min_score=min_score, allow_paths=False)
+        headers = {"X-Search-Notes": quote("|".join(notes), safe="|, ")} if notes else None
+        return JSONResponse(_rows(hits), headers=headers)
 
     @api.get("/similar/{image_id}", tags=["search"])
     def similar_to_indexed(image_id: ImageId, k: K = 20, focus: Focus = None):
@@ -484,38 +533,47 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
         },
     )
     async def similar_to_upload(request: Request, k: K = 20, focus: Focus = None):
-        """Images similar to an uploaded image (never stored). 413 when too large, 400 when not an image."""
+        """Images similar to an uploaded image (never stored). 413 when too large, 400 when not an image,
+        503 (with Retry-After) when too many uploads are being processed."""
+        too_large = HTTPException(413, f"upload larger than {max_upload // (1024 * 1024)} MiB")
         limit = max_upload + 64 * 1024  # room for multipart headers
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise HTTPException(413, f"upload larger than {max_upload // (1024 * 1024)} MiB")
-        chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise HTTPException(413, f"upload larger than {max_upload // (1024 * 1024)} MiB")
-            chunks.append(chunk)
-        data = _parse_upload(b"".join(chunks), request.headers.get("content-type", ""))
-        if len(data) > max_upload:
-            raise HTTPException(413, f"upload larger than {max_upload // (1024 * 1024)} MiB")
-        if not data:
-            raise HTTPException(400, "empty upload: send an image")
+        length = request.headers.get("content-length", "")
+        if length.isascii() and length.isdigit() and int(length) > limit:
+            raise too_large
+        with gate.admitted():
+            chunks, total = [], 0
+            try:
+                async for chunk in request.stream():
+                    total += len(chunk)
+                    if total > limit:
+                        raise too_large
+                    chunks.append(chunk)
+            except ClientDisconnect:  # gone, or closed by its body deadline: nobody to answer
+                return Response(status_code=400)
+            content_type = request.headers.get("content-type", "")
 
-        def run() -> list[dict[str, object]]:
-            with served.collection() as c:
-                try:
-                    return _rows(c.similar(data, k=k, focus=focus or None))
-                except DecodeError as exc:
-                    raise HTTPException(400, f"not a usable image: {exc}") from None
+            def run() -> list[dict[str, object]]:
+                data = _parse_upload(b"".join(chunks), content_type)
+                if len(data) > max_upload:
+                    raise too_large
+                if not data:
+                    raise HTTPException(400, "empty upload: send an image")
+                with served.collection() as c:
+                    try:
+                        return _rows(c.similar(data, k=k, focus=focus or None))
+                    except DecodeError as exc:
+                        raise HTTPException(400, f"not a usable image: {exc}") from None
 
-        return JSONResponse(await run_in_threadpool(run))
+            return JSONResponse(await run_in_threadpool(gate.run, run))
 
     @api.get("/images/{image_id}", tags=["images"])
     def image_info(image_id: ImageId) -> dict[str, object]:
         """What the catalog knows about an image: id, path, label (its folder name)."""
         with served.collection() as c:
             r = _record(c, image_id)
-            return {"id": r.id, "path": r.path, "name": Path(r.path).name, "label": r.label}
+            path = shown(r.path)  # a name that is not UTF-8 is shown escaped, never a 500
+            label = shown(r.label) if r.label else r.label
+            return {"id": r.id, "path": path, "name": Path(path).name, "label": label}
 
     @api.get("/images/{image_id}/tags", tags=["images"])
     def image_tags(image_id: ImageId, k: K = 8):
@@ -554,13 +612,14 @@ def create_app(db: Path, *, token: str | None = None, max_upload: int = DEFAULT_
 
     @api.get("/words", tags=["words"])
     def similar_words(q: Annotated[str, Query(min_length=1, max_length=500)], k: K = 20):
-        """Words nearest to a word or phrase (GloVe). Rows: rank, word, score; unknown words in X-Unknown-Words."""
+        """Words nearest to a word or phrase (GloVe). Rows: rank, word, score; unknown words in X-Unknown-Words
+        (comma-separated, percent-encoded: headers are Latin-1)."""
         from semsearch.encoders.words import tokenize
 
         table = _words()
         vector, unknown = table.phrase(q)
         rows = word_rows(table.nearest(vector, k, exclude=set(tokenize(q))))
-        headers = {"X-Unknown-Words": ",".join(unknown)} if unknown else None
+        headers = {"X-Unknown-Words": quote(",".join(unknown), safe=",")} if unknown else None
         return JSONResponse(rows, headers=headers)
 
     @api.get("/map", tags=["images"])

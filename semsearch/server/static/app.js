@@ -143,14 +143,14 @@ async function render() {
     return run(`like “${s.q}”`, async (current) => {
       const { body, headers } = await api(`/api/words?q=${encodeURIComponent(s.q)}${k}`);
       if (current()) showWords(body);
-      const unknown = headers.get("X-Unknown-Words");
+      const unknown = decodeURIComponent(headers.get("X-Unknown-Words") || "");
       if (unknown) setTimeout(() => $("status").append(el("span", { class: "muted" }, ` · not known: ${unknown}`)), 0);
       return body.length;
     });
   }
   const focus = s.focus ? `&focus=${encodeURIComponent(s.focus)}` : "";
   if (s.similar) {
-    return run(`similar to #${s.similar}${s.focus ? ", focus " + s.focus : ""}`, async (current) => {
+    return run(`similar to id:${s.similar}${s.focus ? ", focus " + s.focus : ""}`, async (current) => {
       const { body } = await api(`/api/similar/${encodeURIComponent(s.similar)}?${k.slice(1)}${focus}`);
       if (current()) showGrid(body);
       return body.length;

@@ -33,6 +33,11 @@ db_option = click.option(
 k_option = click.option(
     "-k", "--top", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of results."
 )
+query_text_model_option = click.option(
+    "--text-model",
+    type=click.Choice(["glove", "minilm"]),
+    help="Word space for this query only (default: the collection's); no indexing again is needed.",
+)
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document and nothing else."
 )
@@ -50,8 +55,11 @@ def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool, title: str = "") ->
     from rich.console import Console
     from rich.table import Table
 
+    if not rows:  # the notes on stderr say why
+        click.echo(f"{title}: no results" if title else "no results")
+        return
     table = Table(title=title or None, title_justify="left")
-    columns = list(rows[0]) if rows else ["result"]
+    columns = list(rows[0])
     for column in columns:
         table.add_column(column, justify="right" if column in ("rank", "score", "id") else "left")
     for row in rows:
@@ -200,14 +208,17 @@ def words(query: tuple[str, ...], k: int, glove: Path | None, as_json: bool) -> 
     type=click.FloatRange(min=0),
     help="Drop results scoring under this (default: calibrated per kind of score; 0 keeps all).",
 )
+@query_text_model_option
 @json_option
-def search(query: str, db: Path | None, k: int, min_score: float | None, as_json: bool) -> None:
+def search(
+    query: str, db: Path | None, k: int, min_score: float | None, text_model: str | None, as_json: bool
+) -> None:
     """Images that match words or a description; terms can be added or subtracted, and images (a file,
     or id:12) mixed in: 'beach + 2:id:12 - people'."""
     from semsearch.collection import Collection
 
     notes: list[str] = []
-    with Collection(_db(db)) as collection:
+    with Collection(_db(db), text_model=text_model) as collection:
         hits = collection.search(query, k, notes, min_score)
         note_if_empty(collection)
     for note in notes:
@@ -219,13 +230,14 @@ def search(query: str, db: Path | None, k: int, min_score: float | None, as_json
 @click.argument("image")
 @db_option
 @k_option
+@query_text_model_option
 @json_option
-def tags(image: str, db: Path | None, k: int, as_json: bool) -> None:
+def tags(image: str, db: Path | None, k: int, text_model: str | None, as_json: bool) -> None:
     """Words that describe IMAGE (a file, or an indexed image as id:12)."""
     from semsearch.collection import Collection, word_rows
     from semsearch.query import image_ref
 
-    with Collection(_db(db)) as collection:
+    with Collection(_db(db), text_model=text_model) as collection:
         found = collection.tags(image_ref(image), k)
     rows = word_rows(found)
     emit_rows(rows, as_json, title=f"tags of {shown(image)}")

@@ -148,9 +148,16 @@ def scan(folder: Path) -> Iterator[_Candidate | tuple[str, str]]:
 class Collection:
     """A folder of photos made searchable: catalog, vectors and indexes under one directory."""
 
-    def __init__(self, root: Path, *, writable: bool = False, model: str | None = None) -> None:
+    def __init__(
+        self, root: Path, *, writable: bool = False, model: str | None = None, text_model: str | None = None
+    ) -> None:
+        """Open (or with `writable`, create) the collection at `root`. `model` names the image model of
+        a new collection (or must match an existing one's); `text_model` ('glove', 'minilm') chooses the
+        word space queries and tags use for this session only: the joint vectors are derived from the
+        stored class scores, so any text space works without indexing again."""
         from semsearch.encoders.registry import DEFAULT_MODEL
 
+        self._text_model = text_model
         self.root = Path(root).expanduser().absolute()
         self.store = Store(self.root, writable=writable, create=writable)
         meta = self.store.meta()
@@ -457,13 +464,13 @@ class Collection:
         """The text space queries and tags live in: GloVe words unless the collection says otherwise."""
         from semsearch.encoders.text import load_text_space
 
-        return load_text_space(self.store.meta().get("text_model", "glove"))
+        return load_text_space(self._text_model or self.store.meta().get("text_model", "glove"))
 
     @cached_property
     def joint(self):
         """Maps stored image vectors into the text space: a trained head if one was set, else ConSE."""
         model = self.store.meta().get("joint_model")
-        if model:
+        if model and self._text_model is None:
             from semsearch.encoders.head import JointHead
             from semsearch.errors import ModelError
 

@@ -92,3 +92,15 @@ def test_results_under_the_cut_off_are_dropped_and_said(phrase_collection: Colle
     notes: list[str] = []
     assert phrase_collection.search("laptop", 10, notes, min_score=1.01) == []
     assert any("no photo matches 'laptop' well" in n for n in notes), notes
+
+
+def test_the_word_space_is_chosen_per_query_without_indexing_again(phrase_collection: Collection) -> None:
+    """`--text-model minilm` on a GloVe collection: joint vectors come from the stored class scores."""
+    root = phrase_collection.root
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file())
+    with Collection(root, text_model="minilm") as minilm:
+        assert minilm.space.identity == "minilm-l6-v2" and phrase_collection.space.identity != minilm.space.identity
+        hits = minilm.search("a laptop computer", 10, min_score=0)
+    assert sum("laptop" in h.path for h in hits) >= 8
+    after = sorted((p.name, p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file())
+    assert after == before  # nothing was embedded or written again

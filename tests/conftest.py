@@ -103,13 +103,20 @@ TINY_WORDS = [
 ]
 
 
-def make_tiny_clip(folder: Path) -> Path:
-    """A tiny, randomly initialised CLIP model folder as `save_pretrained` writes one (config, weights,
-    tokenizer.json, preprocessor config): no CLIP weights exist offline, so the whole path is tested
-    with this."""
+def make_tiny_clip(folder: Path, kind: str = "clip") -> Path:
+    """A tiny, randomly initialised CLIP (or SigLIP) model folder as `save_pretrained` writes one
+    (config, weights, tokenizer.json, preprocessor config): no such weights exist offline, so the whole
+    path is tested with this."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
 
     specials = ["<|startoftext|>", "<|endoftext|>", "[UNK]"]
     vocab = {t: i for i, t in enumerate([*specials, *dict.fromkeys(TINY_WORDS)])}
@@ -128,6 +135,11 @@ def make_tiny_clip(folder: Path) -> Path:
     text |= {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
     vision = {**layers, "image_size": 32, "patch_size": 8}
     torch.manual_seed(0)
+    if kind == "siglip":  # resizes to the square, pads texts to a fixed length, no projection layer
+        text["max_position_embeddings"] = 16
+        SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(str(folder))
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(folder))
+        return folder
     config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
     CLIPModel(config).save_pretrained(str(folder))
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})

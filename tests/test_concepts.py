@@ -99,7 +99,10 @@ def test_the_word_space_is_chosen_per_query_without_indexing_again(phrase_collec
     root = phrase_collection.root
     before = sorted((p.name, p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file())
     with Collection(root, text_model="minilm") as minilm:
-        assert minilm.space.identity == "minilm-l6-v2" and phrase_collection.space.identity != minilm.space.identity
+        assert (
+            minilm.space.identity == "minilm-l6-v2"
+            and phrase_collection.space.identity != minilm.space.identity
+        )
         hits = minilm.search("a laptop computer", 10, min_score=0)
     assert sum("laptop" in h.path for h in hits) >= 8
     after = sorted((p.name, p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file())

@@ -53,6 +53,22 @@ def test_clip_exports_pass_their_checks(tiny_clip: Path) -> None:
         assert decision["check"]["min_cosine"] >= EXPORT_MIN_COSINE
 
 
+def test_siglip_type_models_load_through_the_same_auto_classes(tmp_path: Path) -> None:
+    """A SigLIP folder: squashed (not cropped) input, fixed-length text, both exports checked."""
+    from conftest import make_tiny_clip
+
+    folder = make_tiny_clip(tmp_path / "siglip", kind="siglip")
+    model = load_image_model(f"clip:{folder}")
+    assert model.identity.startswith("siglip-") and model.pixels.geometry == "squash"
+    vectors = model.encode(check_photos(model.pixels.size, "squash"))["clip"]
+    assert vectors.shape == (8, 32)
+    texts = ["a photo of a cat", "two people riding bicycles down a city street at night"]
+    alone = np.concatenate([model.text_model().encode([t]) for t in texts])
+    np.testing.assert_allclose(model.text_model().encode(texts), alone, atol=1e-5)
+    for graph in clip_mod._graphs(str(folder)):
+        assert recorded(graph.key)["check"]["min_cosine"] >= EXPORT_MIN_COSINE
+
+
 def test_clip_matches_transformers(tiny_clip: Path) -> None:
     """Our preprocessing, tokenising and exported towers give what transformers gives on the same photo/text."""
     import torch

@@ -25,6 +25,7 @@ from semsearch.encoders.runtime import DEFAULT_THREADS, Graph, Runner, describe,
 from semsearch.encoders.samples import check_photos
 from semsearch.encoders.tokens import Tokens
 from semsearch.errors import EmptyQueryError, ModelError
+from semsearch.media import Geometry
 from semsearch.vectors import normalise
 
 #: Bump when the export wrappers change, so stale exports are not reused.
@@ -81,14 +82,17 @@ def identity(ref: str) -> str:
 
 
 class _Preprocessor:
-    """Pixels (uint8, already centre-cropped to `size`) → the model's normalised input, without transformers."""
+    """Pixels (uint8, already fitted to `size` the model's way) → the model's normalised input, without
+    transformers. CLIP resizes the short side and centre-crops; SigLIP resizes to the square."""
 
     def __init__(self, folder: Path) -> None:
         config = _read_json(folder / "preprocessor_config.json")
-        crop = config.get("crop_size") or config.get("size") or {}
+        crop = config.get("crop_size") if config.get("do_center_crop", True) else None
+        size = crop or config.get("size") or {}
         self.size = int(
-            crop.get("height", crop.get("shortest_edge", 224)) if isinstance(crop, dict) else crop
+            size.get("height", size.get("shortest_edge", 224)) if isinstance(size, dict) else size
         )
+        self.geometry: Geometry = "crop" if crop else "squash"
         self.scale = float(config.get("rescale_factor", 1 / 255))
         self.mean = np.asarray(config.get("image_mean", [0.5, 0.5, 0.5]), np.float32)
         self.std = np.asarray(config.get("image_std", [0.5, 0.5, 0.5]), np.float32)
@@ -163,7 +167,7 @@ def _graphs(ref: str) -> tuple[Graph, Graph]:
     image = Graph(
         key=f"{key}-image",
         build=lambda: _build_image(folder),
-        check_inputs=lambda: {"pixel_values": preprocess(check_photos(preprocess.size, "crop"))},
+        check_inputs=lambda: {"pixel_values": preprocess(check_photos(preprocess.size, preprocess.geometry))},
         outputs=("embeds",),
         dynamic={"pixel_values": {0: "n"}, "embeds": {0: "n"}},
     )
@@ -205,7 +209,7 @@ class Clip:
         self.name, self.identity = f"clip:{ref}", identity(ref)
         self._ref, self._runtime, self.threads = ref, runtime, threads
         self._preprocess = _Preprocessor(folder)
-        self.pixels = PixelInput(self._preprocess.size, "crop")
+        self.pixels = PixelInput(self._preprocess.size, self._preprocess.geometry)
         config = _read_json(folder / "config.json")
         dim = int(config.get("projection_dim") or config.get("text_config", {})["hidden_size"])
         self.spaces = (Space(SPACE, dim, text=True),)

@@ -55,10 +55,12 @@ def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool, title: str = "") ->
     from rich.console import Console
     from rich.table import Table
 
+    if title:  # a line of its own: a table title would wrap at the table's width, mid-word
+        click.echo(title)
     if not rows:  # the notes on stderr say why
-        click.echo(f"{title}: no results" if title else "no results")
+        click.echo("no results")
         return
-    table = Table(title=title or None, title_justify="left")
+    table = Table()
     columns = list(rows[0])
     for column in columns:
         table.add_column(column, justify="right" if column in ("rank", "score", "id") else "left")
@@ -168,14 +170,15 @@ def index(
 )
 @json_option
 def similar(image: str, db: Path | None, k: int, focus: str | None, as_json: bool) -> None:
-    """Images most similar to IMAGE (a file, or an indexed image as id:12), by cosine of CNN features."""
+    """Images most similar to IMAGE (a file, or an indexed image by id: 12 or id:12), by cosine of features."""
     from semsearch.collection import Collection
     from semsearch.query import image_ref
 
     with Collection(_db(db)) as collection:
         hits = collection.similar(image_ref(image), k=k, focus=focus)
         note_if_empty(collection)
-    emit_rows([h.to_dict() for h in hits], as_json, title=f"similar to {shown(image)}")
+    focused = f", focus {focus!r}" if focus else ""
+    emit_rows([h.to_dict() for h in hits], as_json, title=f"similar to {shown(image)}{focused}")
 
 
 @app.command()
@@ -186,15 +189,24 @@ def similar(image: str, db: Path | None, k: int, focus: str | None, as_json: boo
 )
 @json_option
 def words(query: tuple[str, ...], k: int, glove: Path | None, as_json: bool) -> None:
-    """Words nearest to WORD (GloVe word vectors)."""
+    """Words nearest to WORD (GloVe word vectors). Several words search their mean; '+' and '-' do
+    vector arithmetic: 'king - man + woman'."""
     from semsearch.collection import word_rows
-    from semsearch.encoders.words import load_words
+    from semsearch.encoders.words import load_words, tokenize
+    from semsearch.query import combine, parse_query
 
     table = load_words(glove)
-    vector, unknown = table.phrase(" ".join(query))
+    unknown: list[str] = []
+
+    def embed(term) -> object:
+        vector, missing = table.phrase(term.text)
+        unknown.extend(missing)
+        return vector
+
+    vector = combine(parse_query(" ".join(query), images=False), embed)
     if unknown:
-        click.echo(f"note: not in the vocabulary: {', '.join(unknown)}", err=True)
-    asked = {w.lower() for w in query}
+        click.echo(f"note: not in the vocabulary: {', '.join(dict.fromkeys(unknown))}", err=True)
+    asked = set(tokenize(" ".join(query)))
     rows = word_rows(table.nearest(vector, k, exclude=asked))
     emit_rows(rows, as_json, title=f"words like {' '.join(query)}")
 

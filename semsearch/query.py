@@ -43,9 +43,10 @@ class Term:
     image_id: int | None = None
 
 
-def parse_query(query: str, *, allow_paths: bool = True) -> list[Term]:
+def parse_query(query: str, *, allow_paths: bool = True, images: bool = True) -> list[Term]:
     """Split a query into signed, weighted text and image terms; without `allow_paths`, a term spelled like
-    a file path is a `QueryError` (whether or not that file exists)."""
+    a file path is a `QueryError` (whether or not that file exists); without `images` (word arithmetic)
+    every term is text."""
     if not query or not query.strip():
         raise EmptyQueryError("the query is empty: give words, a phrase or an image path")
     pieces = _OPERATOR.split(" " + query.strip() if query.strip()[0] not in "+-" else query.strip())
@@ -64,12 +65,12 @@ def parse_query(query: str, *, allow_paths: bool = True) -> list[Term]:
             weight, body = float(match.group(1)), match.group(2).strip()
             if not weight <= MAX_WEIGHT:
                 raise QueryError(f"weight {match.group(1)[:20]} is out of range: use a number from 0 to 100")
-        image_id = parse_image_id(body)
+        image_id = parse_image_id(body) if images else None
         if image_id is not None:
             terms.append(Term(sign * weight, image_id=image_id))
-        elif not allow_paths and _looks_like_path(body):
+        elif images and not allow_paths and _looks_like_path(body):
             raise QueryError(NO_PATHS)
-        elif allow_paths and _is_image(body):
+        elif images and allow_paths and _is_image(body):
             terms.append(Term(sign * weight, image=body))
         else:
             _refuse_stop_words_only(body)
@@ -99,8 +100,11 @@ def parse_image_id(text: str) -> int | None:
 
 
 def image_ref(text: str) -> int | str:
-    """A command-line image argument: an indexed id (``id:12``) or a file path."""
+    """A command-line image argument: an indexed id (``id:12``, or a bare number as the result tables show
+    ids, unless a file has that name) or a file path."""
     image_id = parse_image_id(text)
+    if image_id is None and text.isascii() and text.isdigit() and not Path(text).exists():
+        image_id = parse_image_id(f"id:{text}")
     return text if image_id is None else image_id
 
 

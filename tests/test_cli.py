@@ -311,3 +311,35 @@ def test_indexed_images_by_id_wherever_an_image_goes(small_photos, tmp_path, cap
             and out == ""
             and err.strip().splitlines() == ["error: no image with id 987654 in the collection"]
         )
+
+
+def test_words_do_vector_arithmetic():
+    """'king - man + woman' is arithmetic on the word vectors, not the mean of three words."""
+    done = run("words", "king - man + woman", "-k", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["word"] == "queen"
+    mean = run("words", "king man woman", "-k", "3", "--json")
+    assert json.loads(mean.stdout) != json.loads(done.stdout)
+    split = run("words", "paris", "-", "france", "+", "italy", "-k", "1", "--json")  # as separate arguments
+    assert json.loads(split.stdout)[0]["word"] == "rome"
+    assert run("words", "-", "-k", "1").returncode == 2  # nothing to search for: one line, exit 2
+
+
+def test_ids_as_the_tables_show_them_and_titles_on_one_line(caltech_collection, tmp_path):
+    """`similar 12` takes the id the tables show; a file of that name wins; titles never wrap mid-word."""
+    done = run("similar", "12", "--db", str(caltech_collection), "-k", "2", "--focus", "dog")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "similar to 12, focus 'dog'"
+    by_id = run("similar", "id:12", "--db", str(caltech_collection), "-k", "2", "--json")
+    assert json.loads(run("similar", "12", "--db", str(caltech_collection), "-k", "2", "--json").stdout) == (
+        json.loads(by_id.stdout)
+    )
+    (tmp_path / "12").write_bytes(b"not an image")
+    as_file = subprocess.run(
+        [sys.executable, "-m", "semsearch.cli", "similar", "12", "--db", str(caltech_collection)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert as_file.returncode == 1 and "not an image" in as_file.stderr

@@ -453,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         app.main(args=argv, prog_name="semsearch", standalone_mode=False)
     except SemsearchError as exc:
-        click.echo(f"error: {shown(str(exc))}", err=True)
+        hint = f": {exc.cli_hint}" if exc.cli_hint else ""
+        click.echo(f"error: {shown(str(exc))}{hint}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

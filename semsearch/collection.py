@@ -165,8 +165,8 @@ class Collection:
         stored_model = meta.get("image_model")
         if model is not None and stored_model is not None and stored_model != self.model.identity:
             raise CollectionError(
-                f"collection {self.root} was made with {stored_model}, not {self.model.identity}: "
-                "use the same --model or a new --db"
+                f"collection {self.root} was made with {stored_model}, not {self.model.identity}",
+                cli_hint="use the same --model or a new --db",
             )
 
     def close(self) -> None:
@@ -206,6 +206,11 @@ class Collection:
         from semsearch.media import SUPPORTED_SUFFIXES
         from semsearch.pipeline import EncodedBatch, encode_paths
 
+        if not self.store.writable:
+            raise CollectionError(
+                f"collection {self.root} is open for reading only: open it with writable=True to index",
+                cli_hint="another process may hold it",
+            )
         folder = Path(folder).expanduser().absolute()
         if not folder.is_dir():
             raise CollectionError(f"folder {folder} does not exist or is not a directory")

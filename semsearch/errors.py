@@ -2,9 +2,14 @@
 
 
 class SemsearchError(Exception):
-    """Base of every error a user can cause and fix; the message says what to do next."""
+    """Base of every error a user can cause and fix; the message says what is wrong, and `cli_hint` what
+    to type instead on the command line (shown by the CLI only: library users call methods, not flags)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, cli_hint: str | None = None) -> None:
+        super().__init__(message)
+        self.cli_hint = cli_hint
 
 
 class DecodeError(SemsearchError):

@@ -124,7 +124,8 @@ class Store:
         if not catalog.exists():
             if not create:
                 raise CollectionError(
-                    f"no collection at {self.root}: run `semsearch index DIR --db {self.root}` first"
+                    f"no collection at {self.root}",
+                    cli_hint=f"run `semsearch index DIR --db {self.root}` first",
                 )
             try:
                 self.root.mkdir(parents=True, exist_ok=True)

@@ -107,8 +107,8 @@ class JointHead:
             raise ModelError(f"joint model {path} is corrupt or not a model file ({reason})") from None
         if space_identity is not None and head.space_identity != space_identity:
             raise ModelError(
-                f"joint model {path} was trained for text space {head.space_identity}, not {space_identity}: "
-                "use the matching --text-model or retrain"
+                f"joint model {path} was trained for text space {head.space_identity}, not {space_identity}",
+                cli_hint="use the matching --text-model or retrain",
             )
         return head
 

@@ -679,5 +679,6 @@ class Collection:
             "model_name": self.model_name,
             "spaces": [s.name for s in self.model.spaces],
             **text,
+            "vectors": meta.get(VECTORS_KEY, DEFAULT_VECTORS),
             "runtime": self.model.describe_runtime(),
         }

@@ -70,7 +70,9 @@ def test_index_reindex_query_and_remove_with_milvus_lite(small_photos, tmp_path)
     report = ok("index", str(small_photos), "--db", str(db), "--vectors", f"milvus-lite:{lite}")
     assert report["added"] == 12
     assert_matches_catalog(db, lite)
+    assert ok("stats", "--db", str(db))["vectors"] == f"milvus-lite:{lite}"
     assert ok("index", str(small_photos), "--db", str(plain))["added"] == 12
+    assert ok("stats", "--db", str(plain))["vectors"] == "auto"
 
     # Queries need no flag (the collection recorded where its vectors are) and answer as in-process ones.
     query = str(sorted((small_photos / "laptop").iterdir())[0])

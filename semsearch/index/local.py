@@ -96,6 +96,12 @@ class Slots:
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.slot_id[: self.high] >= 0)
 
+    def live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(live slots, their vectors): a view, not a copy, when no slot is free (a large index is
+        usually built in one go), so saving or training does not hold the vectors twice."""
+        live = self.live_slots()
+        return live, (self.vecs[: self.high] if len(live) == self.high else self.vecs[live])
+
 
 class LocalIndex(VectorIndex):
     """An index over a `Slots` store in this process; subclasses search its slots.
@@ -150,10 +156,10 @@ class LocalIndex(VectorIndex):
     # -- persistence --------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
         st = self.store
-        live = st.live_slots()
+        live, vectors = st.live_vectors()
         row_of_slot = np.full(len(st.slot_id), -1, dtype=np.int64)
         row_of_slot[live] = np.arange(len(live))
-        arrays = {"ids": st.slot_id[live], "vectors": st.vecs[live]}
+        arrays = {"ids": st.slot_id[live], "vectors": vectors}
         for key, arr in self.state().items():
             if key.endswith("_label_slot"):
                 arr = np.where(arr >= 0, row_of_slot[np.maximum(arr, 0)], -1)

@@ -62,7 +62,7 @@ class ScannIndex(LocalIndex):
     # -- construction -------------------------------------------------------------------
     def _train(self) -> None:
         st = self.store
-        live = st.live_slots()
+        live, db = st.live_vectors()
         n = len(live)
         self.dead = 0
         self.slot_pos = np.full(len(st.slot_id), -1, dtype=np.int64)
@@ -71,7 +71,6 @@ class ScannIndex(LocalIndex):
             return
         self.leaves = max(2, min(n // 8, round(n / self.POINTS_PER_LEAF)))
         self.leaves_to_search = self._leaves_to_search()
-        db = np.ascontiguousarray(st.vecs[live])
         builder = (
             self._sop.builder(db, 10, "dot_product")
             .tree(

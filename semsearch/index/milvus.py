@@ -52,7 +52,10 @@ def parse_spec(spec: str) -> dict[str, str]:
     if "\0" in spec:
         raise CollectionError("a --vectors value cannot contain a NUL character")
     if spec.startswith(LITE):
-        path = Path(spec[len(LITE) :]).expanduser().absolute()
+        try:
+            path = Path(spec[len(LITE) :]).expanduser().absolute()
+        except RuntimeError as e:  # ~user that does not exist
+            raise CollectionError(f"bad Milvus Lite path {spec!r}: {e}") from e
         if path.suffix != ".db":
             raise CollectionError(f"a Milvus Lite file name ends in .db: {LITE}{path}.db, not {spec}")
         return {"uri": str(path), "prefix": "semsearch"}

@@ -48,6 +48,7 @@ from serve import HOST, free_port, load, percentiles, start_server  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 DIM = 1280
+FEATURES, LOGITS = "features", "logits"  # the vector spaces of the default image model (lite0)
 K = 10
 NOISE_DIMS = 256
 NOISE_SCALE = (0.6, 1.6)  # per-copy scale of the covariance noise: copy-photo cosine 0.69 / 0.80 / 0.89
@@ -57,15 +58,15 @@ BACKENDS = ("exact", "pruned", "scann", "hnsw", "milvus-lite")
 # -- data --------------------------------------------------------------------------------------------
 def real_features() -> tuple[np.ndarray, np.ndarray]:
     """(features, logits) of the 1,184 caltech-dev photos, from the real pipeline (indexed once)."""
-    from semsearch.collection import IMAGE_SPACE, LOGIT_SPACE, Collection
+    from semsearch.collection import Collection
 
     cache = OUT / "caltech-features.npz"
     if not cache.exists():
         OUT.mkdir(exist_ok=True)
         with Collection(OUT / "caltech-db", writable=True) as collection:
             collection.sync(PHOTOS)
-            snap = collection.store.snapshot([IMAGE_SPACE, LOGIT_SPACE])
-            np.savez(cache, features=snap.vectors[IMAGE_SPACE], logits=snap.vectors[LOGIT_SPACE])
+            snap = collection.store.snapshot([FEATURES, LOGITS])
+            np.savez(cache, features=snap.vectors[FEATURES], logits=snap.vectors[LOGITS])
     with np.load(cache) as z:
         return z["features"], z["logits"]
 
@@ -94,7 +95,6 @@ class Copies:
 
 def build_collection(db: Path, n: int, copies: Copies, logits: np.ndarray) -> None:
     """A collection of `n` copies: catalog rows (id = row + 1) and features + logits vector files."""
-    from semsearch.collection import IMAGE_SPACE, LOGIT_SPACE
     from semsearch.store import Store
 
     if (db / "done").exists():
@@ -104,7 +104,7 @@ def build_collection(db: Path, n: int, copies: Copies, logits: np.ndarray) -> No
     with Store(db, writable=True, create=True) as store:
         for a in range(0, n, 50_000):
             x, source = copies.make(min(50_000, n - a), rng)
-            first = store.append_vectors({IMAGE_SPACE: x, LOGIT_SPACE: logits[source]})
+            first = store.append_vectors({FEATURES: x, LOGITS: logits[source]})
             store.upsert(
                 (f"/synthetic/{first + i:07d}.jpg", 0, 0, f"{first + i:064x}", None, first + i)
                 for i in range(len(x))

@@ -107,6 +107,26 @@ def test_index_reindex_query_and_remove_with_milvus_lite(small_photos, tmp_path)
     assert_matches_catalog(db, lite)
 
 
+def test_the_http_api_answers_as_with_in_process_indexes(small_photos, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from semsearch.collection import Collection
+    from semsearch.server.app import create_app
+
+    answers = {}
+    for name, vectors in (("milvus", f"milvus-lite:{tmp_path / 'vectors.db'}"), ("plain", "auto")):
+        with Collection(tmp_path / name, writable=True) as collection:
+            collection.use_vectors(vectors)
+            collection.sync(small_photos)
+        with TestClient(create_app(tmp_path / name), base_url="http://127.0.0.1:8000") as client:
+            responses = [client.get(url) for url in ("/api/similar/3?k=5", "/api/search?q=laptop&k=5")]
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+        answers[name] = [r.json() for r in responses]
+    for got, want in zip(answers["milvus"], answers["plain"]):
+        assert got and [h["path"] for h in got] == [h["path"] for h in want]
+        assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-4)
+
+
 def test_kill_9_while_writing_to_milvus_lite_then_rerun(caltech_collection, caltech, tmp_path):
     """Moving a collection's vectors into Milvus writes 2 x 1,184 of them; a SIGKILL lands in that write."""
     db, lite = tmp_path / "db", tmp_path / "vectors.db"

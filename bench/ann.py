@@ -10,7 +10,7 @@ Builds may use all cores.  "one q/s" = one query per call in a Python loop; "bat
 3,000 queries in one call, still one thread.  Every index is built first and then all are timed
 round-robin, REPEATS rounds, each block of 100 queries counting at its fastest round (another
 tenant shares this VM's cores; see `Pending`).  The row marked "*" is the configuration
-VectorIndex uses above its ANN threshold.
+the "auto" index policy uses above its ANN threshold.
 """
 
 from __future__ import annotations
@@ -381,21 +381,21 @@ def m_scann(base, q, gt, args):
 
 
 def m_project(base, q, gt, args):
-    from semsearch.index import VectorIndex
+    from semsearch.index.auto import AutoIndex
 
     m0 = rss_mb()
     t = time.perf_counter()
-    ix = VectorIndex(base.shape[1], ann_threshold=min(50_000, len(base) - 1), threads=BUILD_THREADS)
+    ix = AutoIndex(base.shape[1], ann_threshold=min(50_000, len(base) - 1), threads=BUILD_THREADS)
     ix.add(np.arange(len(base)), base)
     bt = time.perf_counter() - t
     mem = rss_mb() - m0
-    ix._backend.threads = 1  # queries: one thread
-    default = ix._backend.leaves_to_search
+    ix.stage.threads = 1  # queries: one thread
+    default = ix.stage.leaves_to_search
     for ef in args.project_efs or [default]:
-        ix._backend.leaves_to_search = ef
+        ix.stage.leaves_to_search = ef
         yield measure(
             "* VectorIndex",
-            f"{ix.backend} {ix._backend.describe()}",
+            f"{ix.backend} {ix.stage.describe()}",
             q,
             gt,
             build_s=bt,
@@ -403,7 +403,7 @@ def m_project(base, q, gt, args):
             one=lambda v: ix.search(v[None], K)[0][0],
             n_one=3000,
             batch=lambda x: ix.search(x, K)[0],
-            setup=lambda ef=ef: setattr(ix._backend, "leaves_to_search", ef),
+            setup=lambda ef=ef: setattr(ix.stage, "leaves_to_search", ef),
         )
 
 
@@ -411,7 +411,7 @@ def m_threshold(base, q, gt, args):
     """Single-query latency, exact vs the ANN backend, on 1,280-d vectors (image-feature width)
     against collection size: picks DEFAULT_ANN_THRESHOLD.  Random unit vectors (the cost of
     exact search does not depend on the data; ANN recall does, so it is printed too)."""
-    from semsearch.index import VectorIndex
+    from semsearch.index.auto import AutoIndex
 
     d = 1280
     rng = np.random.default_rng(1)
@@ -424,12 +424,12 @@ def m_threshold(base, q, gt, args):
         )
         truth = exact_topk(x, qq / np.linalg.norm(qq, axis=1, keepdims=True), K)
         for thr in (10**12, n - 1):
-            ix = VectorIndex(d, ann_threshold=thr, threads=BUILD_THREADS)
+            ix = AutoIndex(d, ann_threshold=thr, threads=BUILD_THREADS)
             t = time.perf_counter()
             ix.add(np.arange(n), x)
             bt = time.perf_counter() - t
-            if hasattr(ix._backend, "threads"):
-                ix._backend.threads = 1
+            if hasattr(ix.stage, "threads"):
+                ix.stage.threads = 1
             one = time_one(lambda v: ix.search(v[None], K), qq, len(qq))
             res = ix.search(qq, K)[0]
             yield dict(

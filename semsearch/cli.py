@@ -130,6 +130,12 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[..., None] | No
     help="A model from `semsearch train` for word search and tags.",
 )
 @click.option("--text-model", type=click.Choice(["glove", "minilm"]), help="Text space without --joint.")
+@click.option(
+    "--vectors",
+    metavar="WHERE",
+    help="Where the nearest-neighbour indexes live: auto (default), exact, pruned, scann, hnsw, "
+    "milvus-lite:PATH.db or milvus://HOST:PORT[/name]. Recorded: later runs and queries use it.",
+)
 @json_option
 def index(
     folder: Path,
@@ -137,12 +143,15 @@ def index(
     model: str | None,
     joint: Path | None,
     text_model: str | None,
+    vectors: str | None,
     as_json: bool,
 ) -> None:
     """Embed every image under FOLDER into the collection; only new or changed files are embedded."""
     from semsearch.collection import Collection
 
     with Collection(_db(db), writable=True, model=model) as collection:
+        if vectors is not None:
+            collection.use_vectors(vectors)
         if joint is not None or text_model is not None:
             collection.use_joint(joint, text_model or "glove")
         with progress_bar("embedding", enabled=not as_json) as update:

@@ -28,6 +28,8 @@ from semsearch.vectors import normalise
 #: ImageNet CNN): image vectors mapped into the word space by ConSE or a trained head.
 JOINT_SPACE = "joint"
 INDEX_DIR = "index"
+VECTORS_KEY = "vectors"  # collection meta: where the nearest-neighbour indexes live (`use_vectors`)
+DEFAULT_VECTORS = "auto"
 
 Progress = Callable[..., None]
 """Called as progress(done, total) while indexing, and progress(0, total, PREPARING) before a first-use
@@ -343,29 +345,48 @@ class Collection:
         for space in dict.fromkeys((self.image_space, self.text_space)):
             path = self._index_path(space)
             index = self.vector_index(space)
-            with self.store.writing():
-                path.parent.mkdir(exist_ok=True)
-                index.save(path)
+            try:
+                with self.store.writing():
+                    path.parent.mkdir(exist_ok=True)
+                    index.save(path)
+            finally:
+                index.close()
+
+    def use_vectors(self, spec: str) -> None:
+        """Keep the nearest-neighbour indexes where `spec` says from now on (``auto``, another backend name,
+        ``milvus-lite:PATH.db`` or ``milvus://HOST:PORT[/name]``), recorded so that later runs and queries
+        need no flag. A change drops the saved indexes; the next `save_index` rebuilds them from the catalog."""
+        from semsearch.index import canonical_spec
+
+        current = self.store.meta().get(VECTORS_KEY, DEFAULT_VECTORS)
+        spec = canonical_spec(spec, current, connect=True)  # refused before any photo is embedded
+        if spec == current:
+            return
+        for path in (self.root / INDEX_DIR).glob("*.idx"):
+            path.unlink()  # before the new spec is recorded: a crash between leaves no mismatched file
+        self.store.set_meta(**{VECTORS_KEY: spec})
 
     def vector_index(self, space: str):
-        """The saved index of a space, reconciled with the catalog (a crash may have left it behind)."""
-        from semsearch.index import VectorIndex
+        """The saved index of a space, reconciled with the catalog (a crash may have left it behind); made
+        and filled from the catalog where there is none."""
+        from semsearch.index import VectorIndex, create_index, resolve_spec
 
-        snap = self.store.snapshot([])
         path = self._index_path(space)
-        if path.exists():
-            index = VectorIndex.load(path)
-        elif space == JOINT_SPACE:
-            index = VectorIndex(int(self.joint.dim))
-        else:
-            index = VectorIndex(int(snap.meta.get(f"dim.{space}", 1)))
+        name, options = resolve_spec(self.store.meta().get(VECTORS_KEY, DEFAULT_VECTORS), path.stem)
+        index = VectorIndex.load(path) if path.exists() else None
+        if index is None or index.name != name:
+            dim = self.joint.dim if space == JOINT_SPACE else self.store.meta().get(f"dim.{space}", 1)
+            index = create_index(name, int(dim), **options)
+        snap = self.store.snapshot([])  # read after the index: never older than what the index holds
         held = index.ids()
         stale = np.setdiff1d(held, snap.ids)
         if len(stale):
             index.remove(stale)
-        missing = np.isin(snap.ids, held, invert=True)
-        if missing.any():
-            index.add(snap.ids[missing], self._vectors(space, snap.rows[missing]))
+        missing = np.flatnonzero(np.isin(snap.ids, held, invert=True))
+        step = index.add_batch or max(1, len(missing))
+        for a in range(0, len(missing), step):
+            part = missing[a : a + step]
+            index.add(snap.ids[part], self._vectors(space, snap.rows[part]))
         return index
 
     # --- queries ----------------------------------------------------------------------------------
@@ -663,5 +684,6 @@ class Collection:
             "model_name": self.model_name,
             "spaces": [s.name for s in self.model.spaces],
             **text,
+            "vectors": meta.get(VECTORS_KEY, DEFAULT_VECTORS),
             "runtime": self.model.describe_runtime(),
         }

@@ -22,7 +22,7 @@ import numpy as np
 
 from semsearch.encoders.base import PixelInput, Space
 from semsearch.encoders.runtime import DEFAULT_THREADS, Graph, Runner, describe, recorded
-from semsearch.encoders.samples import check_photos
+from semsearch.encoders.samples import CHECK_SENTENCES, check_photos
 from semsearch.encoders.tokens import Tokens
 from semsearch.errors import EmptyQueryError, ModelError
 from semsearch.media import Geometry
@@ -31,17 +31,6 @@ from semsearch.vectors import normalise
 #: Bump when the export wrappers change, so stale exports are not reused.
 EXPORT_VERSION = 1
 SPACE = "clip"
-#: Real sentences to check the text tower's export on (and to time it with).
-CHECK_TEXTS = (
-    "a photo of a cat",
-    "a dog running on the grass",
-    "two people riding bicycles down a city street at night",
-    "coffee",
-    "a red car parked next to a white building",
-    "an astronaut",
-    "the moon over the sea",
-    "a plate of food on a wooden table",
-)
 
 
 def _folder(ref: str) -> Path:
@@ -174,7 +163,7 @@ def _graphs(ref: str) -> tuple[Graph, Graph]:
     text = Graph(
         key=f"{key}-text",
         build=lambda: _build_text(folder),
-        check_inputs=lambda: tokenize(list(CHECK_TEXTS)),
+        check_inputs=lambda: tokenize(list(CHECK_SENTENCES)),
         outputs=("embeds",),
         dynamic={"input_ids": {0: "n", 1: "t"}, "attention_mask": {0: "n", 1: "t"}, "embeds": {0: "n"}},
     )

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache, cached_property
-from importlib import import_module, metadata
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
 from semsearch.encoders.base import PixelInput, Space, TextModel
-from semsearch.encoders.runtime import DEFAULT_THREADS, Graph, Runner, describe, model_paths, recorded
+from semsearch.encoders.runtime import (
+    DEFAULT_THREADS,
+    Graph,
+    Runner,
+    describe,
+    dist_version,
+    model_paths,
+    recorded,
+)
 from semsearch.encoders.samples import calibration_photos, check_photos
 from semsearch.errors import ModelError
 from semsearch.paths import write_atomically
@@ -90,17 +98,10 @@ def _weights_path(spec: ModelSpec) -> str:
     return getattr(module, spec.weights_class).get_model_file_path()
 
 
-def _dist_version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
 def _key(spec: ModelSpec) -> str:
     weights_dist = spec.weights_package.replace("_", "-")
     return (
-        f"{spec.identity}-w{_dist_version(weights_dist)}-m{_dist_version('efficientnet-lite-pytorch')}"
+        f"{spec.identity}-w{dist_version(weights_dist)}-m{dist_version('efficientnet-lite-pytorch')}"
         f"-e{EXPORT_VERSION}"
     )
 

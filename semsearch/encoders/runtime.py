@@ -62,6 +62,17 @@ class Graph:
     classes: str | None = None  # an output whose argmax must agree with torch (top-1)
 
 
+def dist_version(dist: str) -> str:
+    """An installed distribution's version ("0" when missing): part of export cache keys, so a new
+    release of a model package is exported again."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
 def model_paths(key: str) -> dict[str, Path]:
     base = cache_dir() / "models"
     base.mkdir(parents=True, exist_ok=True)

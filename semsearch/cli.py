@@ -63,7 +63,7 @@ def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool, title: str = "") ->
     table = Table()
     columns = list(rows[0])
     for column in columns:
-        table.add_column(column, justify="right" if column in ("rank", "score", "id") else "left")
+        table.add_column(column, justify="right" if column in ("rank", "score", "id", "group") else "left")
     for row in rows:
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
     Console().print(table)
@@ -262,6 +262,53 @@ def tags(image: str, db: Path | None, k: int, text_model: str | None, as_json: b
         found = collection.tags(image_ref(image), k)
     rows = word_rows(found)
     emit_rows(rows, as_json, title=f"tags of {shown(image)}")
+
+
+@app.command()
+@db_option
+@click.option(
+    "--threshold",
+    type=float,
+    help="Cosine of image features from which two photos are near-duplicates, above 0 and at most 1 "
+    "(default: calibrated on edited copies of real photos, see bench/dupes.py).",
+)
+@json_option
+def dupes(db: Path | None, threshold: float | None, as_json: bool) -> None:
+    """Groups of duplicate photos: byte-identical copies and near-duplicates (resized, re-encoded, slightly
+    cropped or re-coloured, burst frames)."""
+    from semsearch.collection import Collection
+    from semsearch.dupes import DEFAULT_THRESHOLD
+
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    with Collection(_db(db)) as collection:
+        with progress_bar("comparing photos", enabled=not as_json) as update:
+            groups = collection.duplicates(threshold, progress=update)
+        note_if_empty(collection)
+    if as_json:
+        found = {"threshold": threshold, "groups": [g.to_dict() for g in groups]}
+        sys.stdout.write(json.dumps(found) + "\n")
+        return
+    rows = []
+    for number, group in enumerate(groups, start=1):
+        copy_of = {i: ids[0] for ids in group.identical for i in ids[1:]}
+        best = {i: max((s for a, b, s in group.pairs if i in (a, b)), default=0.0) for i in group.ids}
+        for image_id, path in zip(group.ids, group.paths):
+            identical = f"id:{copy_of[image_id]}" if image_id in copy_of else ""
+            rows.append(
+                {
+                    "group": number,
+                    "id": image_id,
+                    "score": best[image_id],
+                    "copy of": identical,
+                    "path": shown(path),
+                }
+            )
+    if not rows:
+        click.echo(f"no duplicates at threshold {threshold:g}")
+        return
+    images = sum(len(g.ids) for g in groups)
+    named = f"{len(groups)} group{'s' if len(groups) > 1 else ''}"
+    emit_rows(rows, False, title=f"{named}, {images} photos (threshold {threshold:g})")
 
 
 @app.command()

@@ -39,15 +39,23 @@ PREPARING = "preparing the model (one time, about a minute)"
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: results are data, formatted only at the edge."""
+    """One search result: results are data, formatted only at the edge. Byte-identical copies of a photo
+    are one result: `path` is the copy that ranked first, `also` the others' paths."""
 
     rank: int
     id: int
     path: str  # opens the file, even where the name is not UTF-8; `to_dict` shows it escaped
     score: float
+    also: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
-        return {"rank": self.rank, "id": self.id, "path": shown(self.path), "score": round(self.score, 6)}
+        return {
+            "rank": self.rank,
+            "id": self.id,
+            "path": shown(self.path),
+            "score": round(self.score, 6),
+            "also": [shown(p) for p in self.also],
+        }
 
 
 def word_rows(pairs: list[tuple[str, float]]) -> list[dict[str, object]]:
@@ -441,12 +449,42 @@ class Collection:
         features = vectors[self.image_space]
         if not k:
             return []
+        depth = self._depth(k + 1)
         if group is None:
-            ids, scores = self.vector_index(self.image_space).search(features[None], k + 1)
+            ids, scores = self.vector_index(self.image_space).search(features[None], depth)
             pairs = zip(ids[0].tolist(), scores[0].tolist(), strict=True)
         else:
-            pairs = self._focus_search(features, group.classes, k + 1)
-        return self._hits(((i, s) for i, s in pairs if i >= 0 and i != own), k)
+            pairs = self._focus_search(features, group.classes, depth)
+        return self._hits(((i, s) for i, s in pairs if i >= 0 and i != own), k, own)
+
+    def neighbour_graph(self, progress: Progress | None = None):
+        """Every photo's nearest others in the image space, from the saved index (the costly part of
+        `duplicates`, independent of its threshold)."""
+        from semsearch.dupes import neighbour_graph
+
+        records = list(self.store.records().values())
+        space = self.image_space
+        return neighbour_graph(
+            np.array([r.id for r in records], dtype=np.int64),
+            [r.path for r in records],
+            [r.sha256 for r in records],
+            np.array([r.row for r in records], dtype=np.int64),
+            lambda rows: self.store.vectors_at(space, rows),
+            self.vector_index(space) if records else None,
+            progress=progress,
+        )
+
+    def duplicates(self, threshold: float | None = None, progress: Progress | None = None):
+        """Groups of byte-identical copies and near-duplicates (resized, re-encoded, slightly cropped or
+        re-coloured, burst frames): photos whose features' cosine reaches `threshold` (default: the one
+        calibrated by bench/dupes.py), largest group first."""
+        from semsearch.dupes import DEFAULT_THRESHOLD, check_threshold
+
+        threshold = check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold)
+        space = self.image_space
+        return self.neighbour_graph(progress).groups(
+            threshold, lambda rows: self.store.vectors_at(space, rows)
+        )
 
     def _clamp(self, k: int) -> int:
         """k limited to the images there are (0 for an empty collection): a huge k allocates nothing."""
@@ -474,15 +512,31 @@ class Collection:
         top = np.argsort(-scores)[:k]
         return [(int(snap.ids[i]), float(scores[i])) for i in top]
 
-    def _hits(self, pairs, k: int) -> list[Hit]:
-        """Ranked hits for (id, score) pairs, best first, skipping ids no longer in the catalog."""
+    def _depth(self, k: int) -> int:
+        """How many neighbours to fetch for `k` results: byte-identical copies fold into one result, so
+        there may be as many more as there are copies in the collection."""
+        return min(self.store.count(), k + self.store.copies())
+
+    def _hits(self, pairs, k: int, own: int | None = None) -> list[Hit]:
+        """Ranked hits for (id, score) pairs, best first, skipping ids no longer in the catalog and folding
+        byte-identical files into the first one's `also` (the query image itself is never listed)."""
         pairs = list(pairs)
-        paths = self.store.paths_of([image_id for image_id, _ in pairs])
-        found = [(image_id, score) for image_id, score in pairs if image_id in paths][:k]
-        return [
-            Hit(rank=rank, id=image_id, path=paths[image_id], score=float(score))
-            for rank, (image_id, score) in enumerate(found, start=1)
-        ]
+        same = self.store.same_content([image_id for image_id, _ in pairs])
+        content = {image_id: sha256 for image_id, _, sha256 in same}
+        paths: dict[str, list[tuple[int, str]]] = {}
+        for image_id, path, sha256 in sorted(same, key=lambda r: r[1]):
+            paths.setdefault(sha256, []).append((image_id, path))
+        hits: list[Hit] = []
+        for image_id, score in pairs:
+            copies = paths.pop(content.get(image_id), None)  # None: gone, or folded into an earlier hit
+            if copies is None:
+                continue
+            path = next(p for i, p in copies if i == image_id)
+            also = tuple(p for i, p in copies if i not in (image_id, own))
+            hits.append(Hit(rank=len(hits) + 1, id=image_id, path=path, score=float(score), also=also))
+            if len(hits) == k:
+                break
+        return hits
 
     # --- the joint image-word space (ConSE by default, or a trained head) --------------------------
     @cached_property
@@ -565,7 +619,7 @@ class Collection:
         k = self._clamp(k)
         if not k:
             return []
-        ids, scores = self.vector_index(self.text_space).search(vector[None], k)
+        ids, scores = self.vector_index(self.text_space).search(vector[None], self._depth(k))
         return self._hits(
             ((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k
         )
@@ -650,7 +704,7 @@ class Collection:
         notes.extend(f"no photo here shows {c!r}: left out of the search" for c in ranking.left_out)
         if ranking.scores is None:  # one concept left: rank by its cosine, as for a single word
             return self.search_vector(known[ranking.used[0]], k), "cosine"
-        top = np.argsort(-ranking.scores, kind="stable")[:k]
+        top = np.argsort(-ranking.scores, kind="stable")[: self._depth(k)]
         return self._hits(((int(ids[i]), float(ranking.scores[i])) for i in top), k), "concepts"
 
     def tags(self, image: str | Path | bytes | int, k: int = 10) -> list[tuple[str, float]]:

@@ -432,11 +432,20 @@ class Store:
             self._tables = {key: table, **{k: v for k, v in self._tables.items() if k[0] != space}}
         return np.array(table[rows])
 
-    def paths_of(self, ids: list[int]) -> dict[int, str]:
-        """Paths of image ids that are (still) in the catalog, in one query."""
+    def same_content(self, ids: list[int]) -> list[tuple[int, str, str]]:
+        """(id, path, sha256) of the images `ids` and of every other image with the same content, in one
+        query (byte-identical copies are shown as one search result)."""
         marks = ",".join("?" * len(ids))
-        rows = self.db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", ids)
-        return {image_id: _from_sql(path) for image_id, path in rows}
+        rows = self.db.execute(
+            "SELECT id, path, sha256 FROM images WHERE sha256 IN "
+            f"(SELECT sha256 FROM images WHERE id IN ({marks}))",
+            ids,
+        )
+        return [(image_id, _from_sql(path), sha256) for image_id, path, sha256 in rows]
+
+    def copies(self) -> int:
+        """How many images are byte-identical copies of another (images less distinct contents)."""
+        return int(self.db.execute("SELECT COUNT(*) - COUNT(DISTINCT sha256) FROM images").fetchone()[0])
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])

@@ -51,6 +51,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from semsearch.collection import Collection, word_rows
+from semsearch.dupes import DEFAULT_THRESHOLD
 from semsearch.errors import CollectionError, DecodeError, SemsearchError
 from semsearch.media import SUPPORTED_SUFFIXES
 from semsearch.paths import shown
@@ -62,6 +63,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 MAX_K = 200
 MAX_ID = 2**63 - 1  # SQLite's largest integer
+MAX_GROUPS = 500  # duplicate groups in one answer
 MAX_PARTS = 8  # multipart parts per upload: the image and a few form fields
 UPLOAD_WORKERS, UPLOAD_WAITING = 2, 14  # uploads decoded and encoded at once, and queued behind them
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -91,6 +93,10 @@ class _ServedCollection(Collection):
         return self._epoch.cached(
             ("index", space), lambda: _BatchedIndex(Collection.vector_index(self, space))
         )
+
+    def neighbour_graph(self, progress=None):
+        """Computed once per catalog version: grouping duplicates at any threshold then costs little."""
+        return self._epoch.cached(("neighbours", self.image_space), lambda: Collection.neighbour_graph(self))
 
 
 class _Pending:
@@ -609,6 +615,21 @@ def create_app(
             raise HTTPException(404, f"image {image_id} is no longer on disk")
         media_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
         return FileResponse(source, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+
+    @api.get("/duplicates", tags=["images"])
+    def duplicates(
+        threshold: Annotated[
+            float,
+            Query(gt=0, le=1, description="Cosine of image features from which photos are near-duplicates."),
+        ] = DEFAULT_THRESHOLD,
+        limit: Annotated[int, Query(ge=1, le=MAX_GROUPS, description="Largest groups returned.")] = 100,
+    ) -> dict[str, object]:
+        """Groups of byte-identical copies and near-duplicates, largest first: `total` groups in all, the
+        first `limit` in `groups` (each: ids, paths, sets of identical files, pair scores). Photos are
+        compared once per change of the collection; another threshold only regroups."""
+        with served.collection() as c:
+            groups = c.duplicates(threshold)
+        return {"threshold": threshold, "total": len(groups), "groups": [g.to_dict() for g in groups[:limit]]}
 
     @api.get("/words", tags=["words"])
     def similar_words(q: Annotated[str, Query(min_length=1, max_length=500)], k: K = 20):

@@ -61,6 +61,7 @@ function readState() {
     q: p.get("q") || "",
     similar: p.get("similar") || "",
     focus: p.get("focus") || "",
+    threshold: p.get("threshold") || "",
   };
 }
 function writeState(state, push = true) {
@@ -69,6 +70,7 @@ function writeState(state, push = true) {
   if (state.q) p.set("q", state.q);
   if (state.similar) p.set("similar", state.similar);
   if (state.focus) p.set("focus", state.focus);
+  if (state.threshold) p.set("threshold", state.threshold);
   const url = location.pathname + (p.toString() ? "?" + p : "");
   if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
   render();
@@ -88,6 +90,11 @@ function showGrid(rows) {
       el("img", { src: thumbUrl(r.id), alt: basename(r.path), loading: "lazy" }),
       el("span", { class: "score" }, r.score.toFixed(3)),
       el("span", { class: "name" }, basename(r.path)));
+    const also = r.also || [];
+    if (also.length) {
+      card.title = [r.path, ...also].join("\n");
+      card.append(el("span", { class: "copies" }, `+${also.length} identical`));
+    }
     return card;
   }));
 }
@@ -127,8 +134,9 @@ async function render() {
   $("q").value = s.q;
   $("focus").value = s.focus;
   $("image-options").hidden = s.tab !== "images";
-  $("searchbar").hidden = s.tab === "map";
+  $("searchbar").hidden = s.tab === "map" || s.tab === "dupes";
   $("map").hidden = s.tab !== "map";
+  $("dupes").hidden = s.tab !== "dupes";
   $("grid").hidden = s.tab !== "images";
   $("words").hidden = s.tab !== "words";
   $("q").placeholder = s.tab === "words" ? "A word or phrase, e.g. ocean" : "Describe what you are looking for…";
@@ -138,6 +146,7 @@ async function render() {
     setStatus("");
     return loadMap();
   }
+  if (s.tab === "dupes") return loadDupes(s.threshold);
   if (s.tab === "words") {
     if (!s.q) return setStatus("Type a word to see its nearest words.");
     return run(`like “${s.q}”`, async (current) => {
@@ -213,6 +222,42 @@ async function openDetail(id) {
 }
 function closeDetail() { $("modal").hidden = true; $("detail-img").removeAttribute("src"); }
 
+// ---- duplicates view: groups side by side, identical files marked
+function dupeGroup(group, number) {
+  const copyOf = new Map();
+  for (const ids of group.identical) for (const id of ids.slice(1)) copyOf.set(id, ids[0]);
+  const best = new Map(group.ids.map((id) => [id, 0]));
+  for (const p of group.pairs) for (const id of [p.a, p.b]) best.set(id, Math.max(best.get(id), p.score));
+  const identical = group.identical.reduce((n, ids) => n + ids.length - 1, 0);
+  return el("section", { class: "dupe-group", "data-ids": group.ids.join(",") },
+    el("h3", {}, `Group ${number} · ${group.ids.length} photos`,
+      identical ? el("span", { class: "muted" }, ` · ${identical} identical ${identical > 1 ? "copies" : "copy"}`) : ""),
+    el("div", { class: "dupe-row" }, ...group.ids.map((id, i) => el("button", {
+      class: "card dupe", "data-id": id, title: group.paths[i], onclick: () => openDetail(id) },
+      el("img", { src: thumbUrl(id), alt: basename(group.paths[i]), loading: "lazy" }),
+      el("span", { class: "score" }, copyOf.has(id) ? `= #${copyOf.get(id)}` : best.get(id).toFixed(3)),
+      el("span", { class: "name" }, basename(group.paths[i])),
+      el("span", { class: "where" }, group.paths[i])))));
+}
+
+async function loadDupes(threshold) {
+  $("threshold").value = threshold || $("threshold").value;
+  const query = threshold ? `?threshold=${encodeURIComponent(threshold)}` : "";
+  const mine = ++seq;
+  setStatus("Comparing photos…", "busy");
+  $("dupe-groups").replaceChildren();
+  try {
+    const { body } = await api(`/api/duplicates${query}`);
+    if (mine !== seq) return;
+    $("threshold").value = body.threshold;
+    $("dupe-groups").replaceChildren(...body.groups.map((g, i) => dupeGroup(g, i + 1)));
+    const shown = body.groups.length < body.total ? ` (the ${body.groups.length} largest shown)` : "";
+    setStatus([el("b", {}, String(body.total)), ` groups of duplicates at similarity ≥ ${body.threshold}${shown}`]);
+  } catch (e) {
+    if (mine === seq) setStatus(e.message, "error");
+  }
+}
+
 // ---- map view
 let mapData = null;
 const view = { scale: 1, x: 0, y: 0 };
@@ -281,7 +326,8 @@ async function init() {
   for (const t of document.querySelectorAll(".tab")) {
     t.addEventListener("click", () => {
       const s = readState();
-      writeState({ tab: t.dataset.tab, q: t.dataset.tab === "map" ? "" : s.q, focus: s.focus });
+      const browse = t.dataset.tab === "map" || t.dataset.tab === "dupes";
+      writeState({ tab: t.dataset.tab, q: browse ? "" : s.q, focus: s.focus });
     });
   }
   $("search-form").addEventListener("submit", (e) => {
@@ -293,6 +339,10 @@ async function init() {
   $("focus").addEventListener("change", () => {
     const s = readState();
     if (s.tab === "images") writeState(Object.assign(s, { focus: $("focus").value.trim() }));
+  });
+  $("dupes-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    writeState({ tab: "dupes", threshold: $("threshold").value.trim() });
   });
   $("file").addEventListener("change", (e) => { searchUpload(e.target.files[0]); e.target.value = ""; });
   $("modal-close").addEventListener("click", closeDetail);

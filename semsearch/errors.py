@@ -16,6 +16,11 @@ class DecodeError(SemsearchError):
     """A file is not a readable image (corrupt, truncated, empty, too large, unknown format)."""
 
 
+class MissingCodecError(DecodeError):
+    """A file in a format whose optional decoder is not installed (HEIC, RAW): it decodes once the user
+    installs it, so it is never remembered as a bad file."""
+
+
 class UnknownWordError(SemsearchError):
     """A word (or every word of a query) is missing from the word-vector vocabulary."""
 

@@ -515,7 +515,11 @@ class Collection:
     def _depth(self, k: int) -> int:
         """How many neighbours to fetch for `k` results: byte-identical copies fold into one result, so
         there may be as many more as there are copies in the collection."""
-        return min(self.store.count(), k + self.store.copies())
+        return min(self.store.count(), k + self._copies())
+
+    def _copies(self) -> int:
+        """Byte-identical copies in the collection (a server counts them once per catalog version)."""
+        return self.store.copies()
 
     def _hits(self, pairs, k: int, own: int | None = None) -> list[Hit]:
         """Ranked hits for (id, score) pairs, best first, skipping ids no longer in the catalog and folding

@@ -94,6 +94,9 @@ class _ServedCollection(Collection):
             ("index", space), lambda: _BatchedIndex(Collection.vector_index(self, space))
         )
 
+    def _copies(self) -> int:
+        return self._epoch.cached("copies", self.store.copies)  # a COUNT DISTINCT: ~3 ms on 10k photos
+
     def neighbour_graph(self, progress=None):
         """Computed once per catalog version: grouping duplicates at any threshold then costs little."""
         return self._epoch.cached(("neighbours", self.image_space), lambda: Collection.neighbour_graph(self))

@@ -16,8 +16,8 @@ features to text vectors is fitted on a seeded split of the photos (a fifth held
     five minutes;
   * `cosine` (DeViSE) or `infonce` (symmetric contrastive loss over the batch): a small MLP, stopped when
     the held-out photos' loss has not improved for PATIENCE epochs; the best epoch's weights are kept.
-Then the gate (`semsearch.encoders.head`): the map is refitted with some classes (for captions: k-means
-clusters of the photos) held out, and its threshold and weight are chosen where retrieval is best on
+Then the gate (`semsearch.encoders.head`): the map is refitted with some classes (for captions: the photos'
+top ImageNet classes) held out, and its threshold and weight are chosen where retrieval is best on
 average over seen and held-out classes, among the settings that leave the held-out classes at least as
 well found as ConSE alone does. When none does better, the model keeps ConSE for every photo.
 """
@@ -45,10 +45,7 @@ VAL_FRACTION = 0.2
 RIDGE_ALPHAS = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # penalty per training photo
 GATE_TEMPERATURE = 0.02  # width of the gate's soft step, in cosine units
 GATE_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
-GATE_QUANTILES = (
-    95,
-    98,
-)  # thresholds tried: percentiles of held-out classes' photos' similarity  # thresholds tried: percentiles of held-out classes' similarity
+GATE_QUANTILES = (95, 98)  # thresholds tried: these percentiles of held-out classes' photos' similarity
 GATE_FOLDS = 5
 GATE_QUERIES = 1000  # queries per fold when choosing the gate (a seeded sample beyond that)
 GATE_K = 10
@@ -142,7 +139,7 @@ class TrainingSet:
     targets: np.ndarray  # (m, d) normalised text vectors: class names or captions
     image_ids: np.ndarray  # (p,) photo row of each pair
     target_ids: np.ndarray  # (p,) target row of each pair
-    groups: np.ndarray  # (n,) class of each photo, or its k-means cluster for captions
+    groups: np.ndarray  # (n,) class of each photo (for captions: its top ImageNet class)
     classes: bool  # targets are class names (scored by precision@10) rather than captions (recall@10)
 
     def mean_targets(self, rows: np.ndarray) -> np.ndarray:
@@ -174,14 +171,12 @@ def split_photos(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return val
 
 
-def cluster_groups(features: np.ndarray, seed: int) -> np.ndarray:
-    """k-means clusters of the photos (k ≈ √(n/2), 2-64): the 'classes' of a captioned set, for
-    stratified splits and the gate's held-out classes."""
-    from sklearn.cluster import KMeans
-
-    k = int(np.clip(round(np.sqrt(len(features) / 2)), 2, 64))
-    k = min(k, len(features))
-    return KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(normalise(features))
+def classifier_groups(logits: np.ndarray) -> np.ndarray:
+    """Each photo's top ImageNet class: the 'classes' of a captioned set, for stratified splits and the
+    gate's held-out classes. Free, and fine-grained enough that a held-out group usually has near
+    neighbours among the seen ones, as a new concept would (k-means clusters are built to be far apart,
+    which made held-out photos look more novel than new photos are and set the gate too low)."""
+    return np.argmax(logits, axis=1)
 
 
 # ---------------------------------------------------------------------------------------- fitting
@@ -608,8 +603,8 @@ def folder_training_set(data: Embedded, space, wanted: set[str], conse: np.ndarr
     return training, names, dropped
 
 
-def caption_training_set(data: Embedded, captions, conse: np.ndarray, seed: int, say: Log) -> TrainingSet:
-    """Captioned photos → a TrainingSet with caption targets, grouped by k-means clusters."""
+def caption_training_set(data: Embedded, captions, conse: np.ndarray, say: Log) -> TrainingSet:
+    """Captioned photos → a TrainingSet with caption targets, grouped by their top ImageNet class."""
     used, image_ids = np.unique(captions.image_rows, return_inverse=True)
     if len(used) < 2:
         raise TrainingError("fewer than 2 readable images have usable captions")
@@ -620,7 +615,7 @@ def caption_training_set(data: Embedded, captions, conse: np.ndarray, seed: int,
         targets=normalise(captions.vectors),
         image_ids=image_ids,
         target_ids=captions.caption_ids,
-        groups=cluster_groups(data.features[used], seed),
+        groups=classifier_groups(data.logits[used]),
         classes=False,
     )
 
@@ -709,7 +704,7 @@ def train(
             say(f"skipped caption image {p}: not found or not a readable image")
         if captions.dropped_captions:
             say(f"skipped {len(captions.dropped_captions)} caption(s) with no known word")
-        training = caption_training_set(data, captions, ConSE(space).embed(data.logits), seed, say)
+        training = caption_training_set(data, captions, ConSE(space).embed(data.logits), say)
     say(
         f"training on {len(training.features)} images, {len(training.targets)} targets, "
         f"{space.identity}, {method}"

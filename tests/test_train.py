@@ -266,3 +266,57 @@ def test_captions_train_and_eval_end_to_end(caltech, tmp_path, capsys, method):
         assert result["classes"] == 3 and result["captions"]["captions"] == 6
         assert result["captions"]["text_to_image"]["R@1"] >= 0.5
         assert result["captions"]["image_to_text"]["R@5"] >= 0.8
+
+
+def test_models_of_format_1_still_blend_at_their_constant_weight(tmp_path):
+    """A file written before the gate (format 1, `conse_weight`) gives normalise(head + w·ConSE), as it did."""
+    import json
+
+    import torch
+
+    from semsearch.encoders.head import JointHead
+    from semsearch.encoders.joint import top_probabilities
+    from semsearch.train import _arrays, _build
+    from semsearch.vectors import normalise
+
+    torch.manual_seed(0)
+    net = _build(1280, 50).eval()
+    rng = np.random.default_rng(0)
+    class_vectors = normalise(rng.normal(size=(1000, 50)))
+    header = {"format": "semsearch-joint-head", "version": 1, "space_identity": "glove-6b-50d"}
+    header |= {"feature_dim": 1280, "dim": 50, "conse_weight": 0.7}
+    path = tmp_path / "v1.npz"
+    np.savez(
+        path,
+        **_arrays(net),
+        class_vectors=class_vectors,
+        header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+    )
+    features, logits = (
+        rng.normal(size=(5, 1280)).astype(np.float32),
+        rng.normal(size=(5, 1000)).astype(np.float32),
+    )
+    head = JointHead.load(path)
+    with torch.no_grad():
+        trained = normalise(net(torch.from_numpy(features)).numpy())
+    conse = normalise(top_probabilities(logits) @ class_vectors)
+    assert np.allclose(head.embed_images(features, logits), normalise(trained + 0.7 * conse), atol=1e-5)
+
+
+def test_a_trained_model_serves_search_and_tags(small_photos, tmp_path, capsys):
+    """`train` on class folders, then `index --joint`: a class name finds its photos, tags name them."""
+    import json
+
+    from semsearch.cli import main
+
+    out, db = tmp_path / "m.npz", tmp_path / "db"
+    main(["train", str(small_photos), "--out", str(out), "--json"])
+    assert json.loads(capsys.readouterr().out)["classes"] == ["crocodile", "laptop", "soccer_ball"]
+    main(["index", str(small_photos), "--db", str(db), "--joint", str(out), "--json"])
+    capsys.readouterr()
+    main(["search", "laptop", "--db", str(db), "-k", "4", "--json"])
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["path"].split("/")[-2] for h in hits] == ["laptop"] * 4
+    photo = sorted((small_photos / "soccer_ball").iterdir())[0]
+    main(["tags", str(photo), "--db", str(db), "-k", "5", "--json"])
+    assert "ball" in {row["word"] for row in json.loads(capsys.readouterr().out)}

@@ -48,6 +48,7 @@ GATE_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
 GATE_QUANTILES = (95, 98)  # thresholds tried: these percentiles of held-out classes' photos' similarity
 GATE_FOLDS = 5
 GATE_QUERIES = 1000  # queries per fold when choosing the gate (a seeded sample beyond that)
+GATE_PHOTOS = 5000  # photos searched per fold (a seeded sample beyond that)
 GATE_K = 10
 
 Log = Callable[[str], None]
@@ -204,15 +205,15 @@ class Ridge:
         x = np.asarray(x, np.float64)
         self.n = len(x)
         self.mean, self.scale = x.mean(0), x.std(0) + 1e-6
-        self.z = (x - self.mean) / self.scale
+        z = (x - self.mean) / self.scale
         self.y_mean = y.mean(0)
-        self.y = y - self.y_mean
         self.dual = self.n < x.shape[1]
-        self.gram = self.z @ self.z.T if self.dual else self.z.T @ self.z
-        self.rhs = self.y if self.dual else self.z.T @ self.y
+        self.z = z if self.dual else None  # the primal solution needs only the two products below
+        self.gram = z @ z.T if self.dual else z.T @ z
+        self.rhs = y - self.y_mean if self.dual else z.T @ (y - self.y_mean)
 
     def _arrays(self, solution: np.ndarray) -> dict[str, np.ndarray]:
-        w = (self.z.T @ solution if self.dual else solution) / self.scale[:, None]
+        w = (self.z.T @ solution if self.z is not None else solution) / self.scale[:, None]
         return {"w": w.astype(np.float32), "b": (self.y_mean - self.mean @ w).astype(np.float32)}
 
     def arrays(self, alpha: float) -> dict[str, np.ndarray]:
@@ -433,6 +434,8 @@ class _Fold:
 def _folds(
     data: TrainingSet, method: str, setting: float, val: np.ndarray, seed: int, log: Log
 ) -> list[_Fold]:
+    """Up to GATE_FOLDS refits with a share of the groups held out; each searches its held-out photos (all
+    photos of held-out groups, the validation photos of the others) with the targets they pair with."""
     from semsearch.encoders.head import JointHead, prototype_similarity
 
     rng = np.random.default_rng(seed + 1)
@@ -443,6 +446,8 @@ def _folds(
         held = np.isin(data.groups, names[f::folds])
         fit_rows = np.flatnonzero(~held & ~val)
         database = np.flatnonzero(held | val)
+        if len(database) > GATE_PHOTOS:
+            database = np.sort(rng.choice(database, GATE_PHOTOS, replace=False))
         if len(fit_rows) < 2 or len(database) < 2:
             continue
         fit = fit_map(data, method, fit_rows, None, setting, seed=seed, log=lambda _m: None)

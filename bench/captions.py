@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from caltech_captions import CAPTIONS, TRAIN_CAPTIONS
 
-from semsearch.evaluate import evaluate_folder
+from semsearch.evaluate import caption_report
 from semsearch.labels import label_text
 from semsearch.train import embed_folder, train
 
@@ -48,7 +48,7 @@ def write_tsv(folder: Path, classes: list[str], split: str, labels: bool = False
 
 
 def row(label: str, result: dict, seconds: float | None = None) -> str:
-    t2i, i2t = result["captions"]["text_to_image"], result["captions"]["image_to_text"]
+    t2i, i2t = result["text_to_image"], result["image_to_text"]
     took = f"{seconds:8.1f}" if seconds is not None else " " * 8
     return (
         f"{label:42s} {t2i['R@1']:6.3f} {t2i['R@5']:6.3f} {t2i['R@10']:6.3f} {t2i['median_rank']:6.1f}"
@@ -57,6 +57,11 @@ def row(label: str, result: dict, seconds: float | None = None) -> str:
 
 
 def protocols(folder: Path, text_models: list[str], methods: list[str], epochs: int) -> None:
+    from semsearch.encoders.head import JointHead
+    from semsearch.encoders.joint import ConSE
+    from semsearch.encoders.text import load_text_space
+
+    data = embed_folder(PHOTOS)
     classes = sorted(CAPTIONS)
     first, second = classes[:15], classes[15:]
     runs = {
@@ -79,15 +84,18 @@ def protocols(folder: Path, text_models: list[str], methods: list[str], epochs: 
         print(f"\n{name}: text→image over the test photos ({test_tsv.name}), image→text over their captions")
         print(header)
         for text_model in text_models:
-            base = evaluate_folder(PHOTOS, text_model=text_model, captions=test_tsv)
+            space = load_text_space(text_model)
+            base = caption_report(test_tsv, data.paths, ConSE(space).embed(data.logits), space)
             print(row(f"ConSE, {text_model} (no training)", base))
             for method in methods:
                 out = folder / f"{train_tsv.stem}-{text_model}-{method}.npz"
                 report = train(train_tsv, out, text_model=text_model, method=method, epochs=epochs)
-                result = evaluate_folder(PHOTOS, joint_model=out, captions=test_tsv)
+                joint = JointHead.load(out).embed_images(data.features, data.logits)
                 gate = report.gate
                 label = f"{method}, {text_model} (gate {gate['weight']}@{gate['tau']})"
-                print(row(label, result, report.seconds), flush=True)
+                print(
+                    row(label, caption_report(test_tsv, data.paths, joint, space), report.seconds), flush=True
+                )
 
 
 def timing(text_model: str, methods: list[str], copies: int, epochs: int) -> None:

@@ -217,14 +217,17 @@ def evaluate_folder(
     if len(classes) >= 2:
         result.update(_label_report(data, joint, space, head, conse, k))
     if captions is not None:
-        from semsearch.captions import match_captions, read_captions
-
-        found = match_captions(read_captions(captions), data.paths, space)
-        result["captions"] = {
-            **found.to_dict(),
-            **caption_retrieval(joint, found.vectors, found.image_rows, found.caption_ids),
-        }
+        result["captions"] = caption_report(captions, data.paths, joint, space)
     return result
+
+
+def caption_report(captions, paths: Sequence[str], joint: np.ndarray, space) -> dict[str, object]:
+    """Caption retrieval for a captions TSV over embedded images (`paths`, row-aligned with `joint`), with
+    what was left out of it."""
+    from semsearch.captions import match_captions, read_captions
+
+    found = match_captions(read_captions(captions), paths, space)
+    return {**found.to_dict(), **caption_retrieval(joint, found.vectors, found.image_rows, found.caption_ids)}
 
 
 def _label_report(data, joint: np.ndarray, space, head, conse, k: int) -> dict[str, object]:

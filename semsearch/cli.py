@@ -435,14 +435,18 @@ def _serve_token(given: str | None, token_file: Path | None) -> str | None:
 )
 @click.option("--text-model", type=click.Choice(["glove", "minilm"]), default="glove", show_default=True)
 @click.option(
+    "--method",
     "--loss",
-    type=click.Choice(["cosine", "infonce"]),
-    default="cosine",
+    "method",
+    type=click.Choice(["ridge", "cosine", "infonce"]),
+    default="ridge",
     show_default=True,
-    help="cosine (DeViSE) or infonce (contrastive).",
+    help="ridge (closed form, seconds), or an MLP trained with the cosine (DeViSE) or infonce loss.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and the weights.")
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=50, show_default=True, help="MLP epochs at most."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the splits and the weights.")
 @click.option(
     "--classes-from-half",
     type=click.Choice(["first", "second"]),
@@ -453,13 +457,13 @@ def train(
     source: Path,
     out: Path,
     text_model: str,
-    loss: str,
+    method: str,
     epochs: int,
     seed: int,
     classes_from_half: str | None,
     as_json: bool,
 ) -> None:
-    """Fit a small head from image features to text vectors (DeViSE-style) and save it to --out."""
+    """Learn to map photos into the text space from class folders or a captions TSV; save it to --out."""
     from semsearch.train import train as run_train
 
     log = None if as_json else (lambda msg: click.echo(msg, err=True))
@@ -468,7 +472,7 @@ def train(
             source,
             out,
             text_model=text_model,
-            loss=loss,
+            method=method,
             epochs=epochs,
             seed=seed,
             classes_from_half=classes_from_half,
@@ -477,11 +481,16 @@ def train(
         )
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
-    else:
-        click.echo(
-            f"saved {report.out}: {report.images} images, best epoch {report.best_epoch}, "
-            f"{report.seconds:.1f}s training"
-        )
+        return
+    gate = report.gate
+    kept = (
+        f"gate weight {gate['weight']} above similarity {gate['tau']}"
+        if gate["weight"]
+        else "ConSE kept for every photo (the map did not beat it on held-out classes)"
+    )
+    click.echo(
+        f"saved {report.out}: {report.images} images, {method}, {kept}, {report.seconds:.1f}s training"
+    )
 
 
 @app.command(name="eval")
@@ -490,18 +499,45 @@ def train(
     "--joint", type=click.Path(path_type=Path), help="A model from `semsearch train` (default: ConSE)."
 )
 @click.option("--text-model", type=click.Choice(["glove", "minilm"]), default="glove", show_default=True)
+@click.option(
+    "--captions",
+    type=click.Path(path_type=Path),
+    help="A TSV of 'image path<TAB>caption' lines (paths relative to the TSV): caption retrieval recall.",
+)
 @json_option
-def eval_(folder: Path, joint: Path | None, text_model: str, as_json: bool) -> None:
-    """Precision@10 (image→image, class name→image), tag hit rate; held-out classes for a trained model."""
+def eval_(folder: Path, joint: Path | None, text_model: str, captions: Path | None, as_json: bool) -> None:
+    """Precision@10 (image→image, class name→image) and tag hit rate over class folders; Recall@1/5/10
+    and median rank of caption retrieval with --captions; held-out classes for a trained model."""
     from semsearch.evaluate import evaluate_folder
 
     with progress_bar("embedding", enabled=not as_json) as update:
-        result = evaluate_folder(folder, text_model=text_model, joint_model=joint, progress=update)
+        result = evaluate_folder(
+            folder, text_model=text_model, joint_model=joint, progress=update, captions=captions
+        )
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    rows = [{"metric": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]
-    emit_rows(rows, False, title=f"eval {folder}")
+    emit_rows(eval_rows(result), False, title=f"eval {folder}")
+
+
+def eval_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The eval report as (metric, value) rows: nested numbers flattened ('captions text_to_image R@10'),
+    one row per dropped label with its reason, per-class numbers left to --json."""
+    rows: list[dict[str, Any]] = []
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                add(f"{prefix} {key}".strip(), inner)
+        elif not isinstance(value, list):
+            rows.append({"metric": prefix, "value": value})
+
+    add("", {k: v for k, v in result.items() if k not in ("per_class_text_precision", "labels_read_as")})
+    for name, text in result.get("labels_read_as", {}).items():
+        rows.append({"metric": f"label {name!r} read as", "value": repr(text)})
+    for dropped in result.get("dropped_labels", []):
+        rows.append({"metric": f"dropped label {dropped['label']!r}", "value": dropped["reason"]})
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> None:

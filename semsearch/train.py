@@ -1,20 +1,29 @@
-"""`semsearch train`: fit a small DeViSE-style head from frozen image features to text vectors.
+"""`semsearch train`: learn where photos sit in a text space, and when to trust what was learnt.
 
 Two sources of supervision:
-  * a labelled folder (one sub-folder per class; the folder name is the label: `dining_table` → the text
-    space's vector of "dining table"; a label with no known word is reported and skipped);
+  * a labelled folder (one sub-folder per class; the folder name is the label, read as singular words:
+    `dining_tables` → "dining table", see `semsearch.labels`; a label with no known word is reported and
+    skipped);
   * a captions TSV (image path <TAB> caption; several captions per image allowed; relative paths are
     relative to the TSV's folder).
 
-Images are embedded once with the frozen backbone into a cache collection under
-`cache_dir()/train/<hash of the folder>` (incremental: a re-run embeds nothing), then the head — dense,
-batch-norm, ReLU, dropout, dense — is fitted with the cosine loss (DeViSE) or a symmetric InfoNCE loss over
-the batch, on a seeded train/validation split, keeping the best checkpoint by validation loss.
+Images are embedded once with the frozen image model into a cache collection under
+`cache_dir()/train/<hash of the folder>` (incremental: a re-run embeds nothing). The map from pooled
+features to text vectors is fitted on a seeded split of the photos (a fifth held out, stratified by class):
+  * `ridge` (default): closed-form ridge regression from standardised features to each photo's mean target
+    vector, the penalty chosen on the held-out photos and the map refitted on all of them. On captioned
+    everyday photos it matched a contrastive MLP (0.59 vs 0.563 Recall@10) in about a second instead of
+    five minutes;
+  * `cosine` (DeViSE) or `infonce` (symmetric contrastive loss over the batch): a small MLP, stopped when
+    the held-out photos' loss has not improved for PATIENCE epochs; the best epoch's weights are kept.
+Then the gate (`semsearch.encoders.head`): the map is refitted with some classes (for captions: the photos'
+top ImageNet classes) held out, and its threshold and weight are chosen where retrieval is best on
+average over seen and held-out classes, among the settings that leave the held-out classes at least as
+well found as ConSE alone does. When none does better, the model keeps ConSE for every photo.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import time
@@ -25,12 +34,22 @@ from pathlib import Path
 import numpy as np
 
 from semsearch.errors import SemsearchError
+from semsearch.vectors import normalise
 
+METHODS = ("ridge", "cosine", "infonce")
 HIDDEN = 512
 DROPOUT = 0.3
-TEMPERATURE = 0.05
-CONSE_WEIGHT = 1.0  # weight of the zero-training ConSE vector blended into the head's output
-LOSSES = ("cosine", "infonce")
+TEMPERATURE = 0.05  # InfoNCE
+PATIENCE = 5  # epochs without a better held-out loss before an MLP stops
+VAL_FRACTION = 0.2
+RIDGE_ALPHAS = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # penalty per training photo
+GATE_TEMPERATURE = 0.02  # width of the gate's soft step, in cosine units
+GATE_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+GATE_QUANTILES = (95, 98)  # thresholds tried: these percentiles of held-out classes' photos' similarity
+GATE_FOLDS = 5
+GATE_QUERIES = 1000  # queries per fold when choosing the gate (a seeded sample beyond that)
+GATE_PHOTOS = 5000  # photos searched per fold (a seeded sample beyond that)
+GATE_K = 10
 
 Log = Callable[[str], None]
 
@@ -108,7 +127,152 @@ def class_halves(labels: list[str | None], half: str) -> list[str]:
     raise TrainingError(f"--classes-from-half must be 'first' or 'second', not {half!r}")
 
 
-# ---------------------------------------------------------------------------------------- the head
+# ---------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainingSet:
+    """Photos and what they should map to, as arrays: one row per photo, one per target vector, one per
+    (photo, target) pair."""
+
+    features: np.ndarray  # (n, F) pooled image features
+    conse: np.ndarray  # (n, d) the photos' ConSE vectors (what the gate falls back to)
+    targets: np.ndarray  # (m, d) normalised text vectors: class names or captions
+    image_ids: np.ndarray  # (p,) photo row of each pair
+    target_ids: np.ndarray  # (p,) target row of each pair
+    groups: np.ndarray  # (n,) class of each photo (for captions: its top ImageNet class)
+    classes: bool  # targets are class names (scored by precision@10) rather than captions (recall@10)
+
+    def mean_targets(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), d) mean target vector of each photo in `rows`."""
+        position = np.full(len(self.features), -1)
+        position[rows] = np.arange(len(rows))
+        keep = position[self.image_ids] >= 0
+        sums = np.zeros((len(rows), self.targets.shape[1]), np.float64)
+        np.add.at(sums, position[self.image_ids[keep]], self.targets[self.target_ids[keep]])
+        counts = np.bincount(position[self.image_ids[keep]], minlength=len(rows))
+        return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+    def pairs_of(self, rows: np.ndarray) -> np.ndarray:
+        """Indices of the pairs whose photo is among `rows`."""
+        return np.flatnonzero(np.isin(self.image_ids, rows))
+
+
+def split_photos(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n,) True for the held-out photos: VAL_FRACTION of each group with two or more photos."""
+    val = np.zeros(len(groups), bool)
+    for g in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == g))
+        if len(members) > 1:
+            val[members[: max(1, int(round(len(members) * VAL_FRACTION)))]] = True
+    if not val.any() and len(groups) > 1:  # one photo per group: hold out a random slice overall
+        val[rng.permutation(len(groups))[: max(1, int(round(len(groups) * VAL_FRACTION)))]] = True
+    if val.all() or not val.any():
+        raise TrainingError("too few images to split into training and validation sets")
+    return val
+
+
+def classifier_groups(logits: np.ndarray) -> np.ndarray:
+    """Each photo's top ImageNet class: the 'classes' of a captioned set, for stratified splits and the
+    gate's held-out classes. Free, and fine-grained enough that a held-out group usually has near
+    neighbours among the seen ones, as a new concept would (k-means clusters are built to be far apart,
+    which made held-out photos look more novel than new photos are and set the gate too low)."""
+    return np.argmax(logits, axis=1)
+
+
+# ---------------------------------------------------------------------------------------- fitting
+
+
+@dataclass
+class Fit:
+    """A fitted map: its layers (as `JointHead` reads them), the setting used (ridge penalty per photo, or
+    MLP epochs), and its held-out loss."""
+
+    kind: str
+    arrays: dict[str, np.ndarray]
+    setting: float
+    val_loss: float = float("nan")
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Ridge:
+    """Ridge regression on standardised features. It solves with the smaller Gram matrix: features ×
+    features (primal) for many photos, photos × photos (dual) for few, so its cost is bounded by the
+    feature width however many photos there are. One eigendecomposition serves a whole path of penalties;
+    a single penalty is one linear solve."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        x = np.asarray(x, np.float64)
+        self.n = len(x)
+        self.mean, self.scale = x.mean(0), x.std(0) + 1e-6
+        z = (x - self.mean) / self.scale
+        self.y_mean = y.mean(0)
+        self.dual = self.n < x.shape[1]
+        self.z = z if self.dual else None  # the primal solution needs only the two products below
+        self.gram = z @ z.T if self.dual else z.T @ z
+        self.rhs = y - self.y_mean if self.dual else z.T @ (y - self.y_mean)
+
+    def _arrays(self, solution: np.ndarray) -> dict[str, np.ndarray]:
+        w = (self.z.T @ solution if self.z is not None else solution) / self.scale[:, None]
+        return {"w": w.astype(np.float32), "b": (self.y_mean - self.mean @ w).astype(np.float32)}
+
+    def arrays(self, alpha: float) -> dict[str, np.ndarray]:
+        """Weights and bias in the original feature space for the penalty alpha × photos."""
+        ridge = self.gram + alpha * self.n * np.eye(len(self.gram))
+        return self._arrays(np.linalg.solve(ridge, self.rhs))
+
+    def path(self, alphas) -> list[dict[str, np.ndarray]]:
+        """`arrays` for each penalty, from one eigendecomposition."""
+        values, basis = np.linalg.eigh(self.gram)
+        projected = basis.T @ self.rhs
+        return [self._arrays(basis @ (projected / (values + a * self.n)[:, None])) for a in alphas]
+
+
+def _cosine_loss(vectors: np.ndarray, data: TrainingSet, pairs: np.ndarray, rows: np.ndarray) -> float:
+    """Mean 1 - cosine between photos' mapped vectors (row-aligned with `rows`) and their pairs' targets."""
+    position = np.full(len(data.features), -1)
+    position[rows] = np.arange(len(rows))
+    mapped = normalise(vectors)[position[data.image_ids[pairs]]]
+    return float(np.mean(1 - (mapped * data.targets[data.target_ids[pairs]]).sum(1)))
+
+
+def fit_ridge(
+    data: TrainingSet, fit_rows: np.ndarray, val_rows: np.ndarray | None, alpha: float | None, log: Log
+) -> Fit:
+    """Ridge map on `fit_rows`; with alpha None, the penalty with the lowest cosine loss on `val_rows`,
+    then refitted on both."""
+    from semsearch.encoders.head import JointHead
+
+    ridge = Ridge(data.features[fit_rows], data.mean_targets(fit_rows))
+    if alpha is not None:
+        return Fit("linear", ridge.arrays(alpha), alpha)
+    assert val_rows is not None
+    pairs = data.pairs_of(val_rows)
+    losses = {}
+    for a, arrays in zip(RIDGE_ALPHAS, ridge.path(RIDGE_ALPHAS), strict=True):
+        head = JointHead(arrays, _layer_meta("linear", data))
+        losses[a] = _cosine_loss(head.head_vectors(data.features[val_rows]), data, pairs, val_rows)
+        log(f"ridge penalty {a:g} x photos: held-out loss {losses[a]:.4f}")
+    best = min(losses, key=losses.get)
+    every = np.sort(np.concatenate([fit_rows, val_rows]))
+    history = [{"alpha": a, "val_loss": round(v, 5)} for a, v in losses.items()]
+    return Fit(
+        "linear",
+        Ridge(data.features[every], data.mean_targets(every)).arrays(best),
+        best,
+        losses[best],
+        history,
+    )
+
+
+def _layer_meta(kind: str, data: TrainingSet) -> dict:
+    """The header JointHead needs to run layers alone (during training)."""
+    return {
+        "space_identity": "",
+        "dim": data.targets.shape[1],
+        "feature_dim": data.features.shape[1],
+        "head": kind,
+    }
 
 
 def _build(feature_dim: int, dim: int, hidden: int = HIDDEN, dropout: float = DROPOUT):
@@ -156,124 +320,309 @@ def _loss(pred, target, image_ids, target_ids, kind: str):
     return (direction(sims) + direction(sims.T)) / 2
 
 
-@dataclass
-class FitResult:
-    arrays: dict[str, np.ndarray]
-    best_epoch: int
-    best_val_loss: float
-    history: list[dict[str, float]]
-    seconds: float
-
-
-def fit_head(
-    features: np.ndarray,
-    targets: np.ndarray,
-    image_ids: np.ndarray,
-    target_ids: np.ndarray,
+def fit_mlp(
+    data: TrainingSet,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray | None,
     *,
-    loss: str = "cosine",
-    epochs: int = 50,
+    loss: str,
+    epochs: int,
+    seed: int,
+    log: Log,
     batch_size: int = 128,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    log: Log | None = None,
-) -> FitResult:
-    """Fit the head on (feature, target vector) pairs; the split is by image, seeded; best by val loss."""
+) -> Fit:
+    """The MLP on the pairs of `fit_rows`. With `val_rows`, stops once their loss has not improved for
+    PATIENCE epochs and keeps the best epoch; without, trains exactly `epochs` epochs."""
     import torch
 
-    if loss not in LOSSES:
-        raise TrainingError(f"unknown loss {loss!r}: use cosine or infonce")
-    if epochs < 1:
-        raise TrainingError("--epochs must be at least 1")
-    start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    unique_images = np.unique(image_ids)
-    # stratified by target: each target keeps ~val_fraction of its images for validation
-    val_images: set[int] = set()
-    first_target = {int(i): int(t) for i, t in zip(image_ids[::-1], target_ids[::-1], strict=True)}
-    by_target: dict[int, list[int]] = {}
-    for img in unique_images.tolist():
-        by_target.setdefault(first_target[img], []).append(img)
-    for imgs in by_target.values():
-        imgs = rng.permutation(imgs)
-        n_val = int(round(len(imgs) * val_fraction))
-        if len(imgs) > 1:
-            val_images.update(int(i) for i in imgs[: max(n_val, 1 if len(by_target) == 1 else n_val)])
-    if not val_images:  # too few images per target: hold out a random slice overall
-        pick = rng.permutation(unique_images)[: max(1, int(round(len(unique_images) * val_fraction)))]
-        val_images = set(int(i) for i in pick)
-    is_val = np.isin(image_ids, list(val_images))
-    if is_val.all() or not is_val.any():
-        raise TrainingError("too few images to split into training and validation sets")
+    x = torch.from_numpy(np.ascontiguousarray(data.features, dtype=np.float32))
+    targets = torch.from_numpy(np.ascontiguousarray(data.targets, dtype=np.float32))
+    image_ids = torch.from_numpy(data.image_ids.astype(np.int64))
+    target_ids = torch.from_numpy(data.target_ids.astype(np.int64))
+    train_pairs = data.pairs_of(fit_rows)
+    val_pairs = torch.from_numpy(data.pairs_of(val_rows)) if val_rows is not None else None
 
-    X = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    T = torch.nn.functional.normalize(
-        torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)), dim=-1
-    )
-    image_index, G = (
-        torch.from_numpy(image_ids.astype(np.int64)),
-        torch.from_numpy(target_ids.astype(np.int64)),
-    )
-    train_idx = np.flatnonzero(~is_val)
-    val_idx = torch.from_numpy(np.flatnonzero(is_val))
-    net = _build(X.shape[1], T.shape[1])
+    def pair_loss(idx):
+        i, t = image_ids[idx], target_ids[idx]
+        return _loss(net(x[i]), targets[t], i, t, loss)
+
+    net = _build(x.shape[1], targets.shape[1])
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    best, best_epoch, best_arrays, history = float("inf"), 0, _arrays(net), []
+    best, best_epoch, best_arrays, history = float("inf"), epochs, _arrays(net), []
     for epoch in range(1, epochs + 1):
         net.train()
-        order = torch.from_numpy(rng.permutation(train_idx))
+        order = torch.from_numpy(rng.permutation(train_pairs))
         total, batches = 0.0, 0
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             if len(idx) < 2:
                 continue
-            value = _loss(net(X[idx]), T[idx], image_index[idx], G[idx], loss)
+            value = pair_loss(idx)
             opt.zero_grad()
             value.backward()
             opt.step()
             total, batches = total + float(value.detach()), batches + 1
         sched.step()
+        if val_pairs is None:
+            continue
         net.eval()
         with torch.no_grad():
-            val = float(_loss(net(X[val_idx]), T[val_idx], image_index[val_idx], G[val_idx], loss))
+            val = float(pair_loss(val_pairs))
         train_loss = total / max(batches, 1)
         history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "val_loss": round(val, 5)})
         marker = ""
-        if val < best:
+        if val < best - 1e-5:
             best, best_epoch, best_arrays, marker = val, epoch, _arrays(net), "  *best"
-        if log:
-            log(f"epoch {epoch:3d}/{epochs}  train {train_loss:.4f}  val {val:.4f}{marker}")
-    return FitResult(best_arrays, best_epoch, best, history, time.perf_counter() - start)
+        log(f"epoch {epoch:3d}/{epochs}  train {train_loss:.4f}  val {val:.4f}{marker}")
+        if epoch - best_epoch >= PATIENCE:
+            log(f"stopped: no better held-out loss for {PATIENCE} epochs")
+            break
+    if val_pairs is None:
+        net.eval()
+        return Fit("mlp", _arrays(net), epochs)
+    return Fit("mlp", best_arrays, best_epoch, best, history)
+
+
+def fit_map(
+    data: TrainingSet,
+    method: str,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray | None,
+    setting: float | None,
+    *,
+    epochs: int = 50,
+    seed: int = 0,
+    log: Log,
+) -> Fit:
+    """One map by `method`: its setting (ridge penalty, MLP epochs up to `epochs`) chosen on `val_rows`
+    when `setting` is None, else fixed."""
+    if method == "ridge":
+        return fit_ridge(data, fit_rows, val_rows, setting, log)
+    if method not in METHODS:
+        raise TrainingError(f"unknown method {method!r}: use {', '.join(METHODS)}")
+    epochs = epochs if setting is None else int(setting)
+    return fit_mlp(data, fit_rows, val_rows, loss=method, epochs=epochs, seed=seed, log=log)
+
+
+# ---------------------------------------------------------------------------------------- the gate
+
+
+def group_prototypes(features: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(groups, F) unit mean of each group's unit features."""
+    unit = normalise(features)
+    return normalise(np.stack([unit[groups == g].mean(0) for g in np.unique(groups)]))
+
+
+@dataclass
+class _Fold:
+    """One held-out-class fold, reduced to what scoring a gate setting needs."""
+
+    head_scores: np.ndarray  # (q, db) query · head vector
+    conse_scores: np.ndarray  # (q, db) query · ConSE vector
+    agreement: np.ndarray  # (db,) head vector · ConSE vector
+    similarity: np.ndarray  # (db,) cosine to the nearest prototype of the fold's training classes
+    relevant: np.ndarray  # (q, db)
+    unseen: np.ndarray  # (q,) True for a query about held-out classes
+    unseen_photos: np.ndarray  # (db,) True for a photo of a held-out class
+
+
+def _folds(
+    data: TrainingSet, method: str, setting: float, val: np.ndarray, seed: int, log: Log
+) -> list[_Fold]:
+    """Up to GATE_FOLDS refits with a share of the groups held out; each searches its held-out photos (all
+    photos of held-out groups, the validation photos of the others) with the targets they pair with."""
+    from semsearch.encoders.head import JointHead, prototype_similarity
+
+    rng = np.random.default_rng(seed + 1)
+    names = rng.permutation(np.unique(data.groups))
+    folds = min(GATE_FOLDS, len(names))
+    out = []
+    for f in range(folds):
+        held = np.isin(data.groups, names[f::folds])
+        fit_rows = np.flatnonzero(~held & ~val)
+        database = np.flatnonzero(held | val)
+        if len(database) > GATE_PHOTOS:
+            database = np.sort(rng.choice(database, GATE_PHOTOS, replace=False))
+        if len(fit_rows) < 2 or len(database) < 2:
+            continue
+        fit = fit_map(data, method, fit_rows, None, setting, seed=seed, log=lambda _m: None)
+        head = JointHead(fit.arrays, _layer_meta(fit.kind, data)).head_vectors(data.features[database])
+        conse = data.conse[database]
+        pairs = data.pairs_of(database)
+        asked = np.unique(data.target_ids[pairs])
+        if len(asked) > GATE_QUERIES:
+            asked = np.sort(rng.choice(asked, GATE_QUERIES, replace=False))
+        position = np.full(len(data.features), -1)
+        position[database] = np.arange(len(database))
+        query_of = np.full(len(data.targets), -1)
+        query_of[asked] = np.arange(len(asked))
+        pairs = pairs[query_of[data.target_ids[pairs]] >= 0]
+        relevant = np.zeros((len(asked), len(database)), bool)
+        relevant[query_of[data.target_ids[pairs]], position[data.image_ids[pairs]]] = True
+        unseen = (relevant & held[database][None, :]).sum(1) / relevant.sum(1) > 0.5
+        queries = data.targets[asked]
+        protos = group_prototypes(data.features[fit_rows], data.groups[fit_rows])
+        out.append(
+            _Fold(
+                head_scores=queries @ head.T,
+                conse_scores=queries @ conse.T,
+                agreement=(head * conse).sum(1),
+                similarity=prototype_similarity(data.features[database], protos),
+                relevant=relevant,
+                unseen=unseen,
+                unseen_photos=held[database],
+            )
+        )
+        log(f"gate fold {f + 1}/{folds}: {len(asked)} queries, {int(unseen.sum())} about held-out classes")
+    return out
+
+
+def _quality(fold: _Fold, weight: float, tau: float | None, classes: bool) -> np.ndarray:
+    """(q,) retrieval quality of each query with the gate (weight, tau): precision@10 for classes, the
+    reciprocal rank of the first right photo for captions (a hit in the top 10 saturates when a caption
+    describes many photos)."""
+    from semsearch.encoders.head import gate_weights
+    from semsearch.evaluate import first_relevant_ranks, precision_at
+
+    g = gate_weights(fold.similarity, weight, tau, GATE_TEMPERATURE)
+    norm = np.sqrt(np.maximum(g * g + (1 - g) ** 2 + 2 * g * (1 - g) * fold.agreement, 1e-12))
+    scores = (g * fold.head_scores + (1 - g) * fold.conse_scores) / norm
+    if classes:
+        return precision_at(scores, fold.relevant, GATE_K)
+    return 1.0 / first_relevant_ranks(scores, fold.relevant)
+
+
+def choose_gate(
+    data: TrainingSet, method: str, setting: float, val: np.ndarray, seed: int, log: Log
+) -> dict[str, object]:
+    """The gate (weight, tau) with the best mean of seen- and held-out-class retrieval, among those that
+    find held-out classes at least as well as ConSE; weight 0 (ConSE alone) when none does."""
+    folds = _folds(data, method, setting, val, seed, log)
+    if not folds:
+        return {"weight": 0.0, "tau": None, "temperature": GATE_TEMPERATURE, "note": "too few photos to test"}
+    similarity = np.concatenate([f.similarity[f.unseen_photos] for f in folds])
+    taus = [float(t) for t in np.percentile(similarity, GATE_QUANTILES)]
+    settings = [(0.0, None), *((w, t) for t in taus for w in GATE_WEIGHTS)]
+
+    def mean(values: list[np.ndarray]) -> float | None:
+        joined = np.concatenate(values)
+        return float(joined.mean()) if len(joined) else None
+
+    scored = []
+    for weight, tau in settings:
+        quality = [_quality(f, weight, tau, data.classes) for f in folds]
+        seen = mean([q[~f.unseen] for q, f in zip(quality, folds, strict=True)])
+        unseen = mean([q[f.unseen] for q, f in zip(quality, folds, strict=True)])
+        scored.append((weight, tau, seen, unseen))
+    _, _, conse_seen, conse_unseen = scored[0]
+
+    def overall(row) -> float:
+        parts = [v for v in row[2:] if v is not None]
+        return float(np.mean(parts)) if parts else 0.0
+
+    allowed = [
+        r for r in scored if conse_unseen is None or (r[3] is not None and r[3] >= conse_unseen - 1e-9)
+    ]
+    weight, tau, seen, unseen = max(allowed, key=overall)  # the first best: ConSE wins ties
+    r4 = lambda v: None if v is None else round(v, 4)  # noqa: E731
+    return {
+        "weight": weight,
+        "tau": None if tau is None else round(tau, 5),
+        "temperature": GATE_TEMPERATURE,
+        "folds": len(folds),
+        "seen": r4(seen),
+        "held_out": r4(unseen),
+        "conse_seen": r4(conse_seen),
+        "conse_held_out": r4(conse_unseen),
+    }
+
+
+@dataclass
+class Fitted:
+    """A trained joint model ready to save: layers, prototypes, gate, and how they were chosen."""
+
+    kind: str
+    arrays: dict[str, np.ndarray]
+    gate: dict[str, object]
+    setting: float
+    val_loss: float
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def fit_joint(
+    data: TrainingSet, method: str = "ridge", *, epochs: int = 50, seed: int = 0, log: Log | None = None
+) -> Fitted:
+    """Fit the map (setting chosen on held-out photos) and its gate (chosen on held-out classes)."""
+    if method not in METHODS:
+        raise TrainingError(f"unknown method {method!r}: use {', '.join(METHODS)}")
+    if epochs < 1:
+        raise TrainingError("--epochs must be at least 1")
+    say = log or (lambda _msg: None)
+    start = time.perf_counter()
+    val = split_photos(data.groups, np.random.default_rng(seed))
+    fit = fit_map(
+        data, method, np.flatnonzero(~val), np.flatnonzero(val), None, epochs=epochs, seed=seed, log=say
+    )
+    gate = choose_gate(data, method, fit.setting, val, seed, say)
+    arrays = {**fit.arrays, "prototypes": group_prototypes(data.features, data.groups)}
+    return Fitted(fit.kind, arrays, gate, fit.setting, fit.val_loss, fit.history, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------- sources
 
 
-def read_captions(tsv: Path) -> list[tuple[str, str]]:
-    """(absolute image path, caption) rows of a TSV; relative paths are relative to the TSV's folder."""
-    tsv = Path(tsv).expanduser().absolute()
-    rows: list[tuple[str, str]] = []
-    try:
-        with open(tsv, encoding="utf-8", newline="") as f:
-            for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-                if not row or not "".join(row).strip() or row[0].startswith("#"):
-                    continue
-                if len(row) < 2 or not row[1].strip():
-                    if n == 1:
-                        continue  # a header line or a stray first line
-                    raise TrainingError(f"{tsv}:{n}: expected 'image path<TAB>caption'")
-                path = Path(row[0].strip()).expanduser()
-                path = path if path.is_absolute() else tsv.parent / path
-                rows.append((os.path.abspath(path), " ".join("\t".join(row[1:]).split())))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainingError(f"cannot read captions {tsv}: {exc}") from None
-    if not rows:
-        raise TrainingError(f"{tsv} has no 'image path<TAB>caption' rows")
-    return rows
+def folder_training_set(data: Embedded, space, wanted: set[str], conse: np.ndarray, say: Log):
+    """Class folders → a TrainingSet with class-name targets; also the classes and the dropped labels."""
+    from semsearch.labels import label_vectors
+
+    present = sorted({lab for lab in data.labels if lab})
+    unknown = sorted(wanted - set(present))
+    if unknown:
+        raise TrainingError(f"no class folder named {', '.join(unknown)}")
+    vectors, dropped = label_vectors(space, [c for c in present if not wanted or c in wanted])
+    for name, reason in dropped.items():
+        say(f"skipped label {name!r}: {reason}")
+    if len(vectors) < 2:
+        raise TrainingError(
+            f"{len(vectors)} usable class folder(s); training needs at least 2 "
+            "(one sub-folder of images per class, named by the class)"
+        )
+    names = sorted(vectors)
+    rows = np.array([i for i, lab in enumerate(data.labels) if lab in vectors])
+    target_ids = np.array([names.index(data.labels[i]) for i in rows])
+    training = TrainingSet(
+        features=data.features[rows],
+        conse=conse[rows],
+        targets=normalise(np.stack([vectors[n] for n in names])),
+        image_ids=np.arange(len(rows)),
+        target_ids=target_ids,
+        groups=target_ids,
+        classes=True,
+    )
+    return training, names, dropped
+
+
+def caption_training_set(data: Embedded, captions, conse: np.ndarray, say: Log) -> TrainingSet:
+    """Captioned photos → a TrainingSet with caption targets, grouped by their top ImageNet class."""
+    used, image_ids = np.unique(captions.image_rows, return_inverse=True)
+    if len(used) < 2:
+        raise TrainingError("fewer than 2 readable images have usable captions")
+    say(f"{len(used)} captioned photos, {len(captions.texts)} distinct captions")
+    return TrainingSet(
+        features=data.features[used],
+        conse=conse[used],
+        targets=normalise(captions.vectors),
+        image_ids=image_ids,
+        target_ids=captions.caption_ids,
+        groups=classifier_groups(data.logits[used]),
+        classes=False,
+    )
 
 
 @dataclass
@@ -281,28 +630,34 @@ class TrainReport:
     out: str
     source: str
     text_model: str
-    loss: str
+    method: str
     images: int
+    targets: int
     train_targets: list[str]
-    skipped_labels: list[str]
+    dropped_labels: dict[str, str]
     skipped_images: list[tuple[str, str]]
-    best_epoch: int
-    best_val_loss: float
+    setting: dict[str, float]
+    val_loss: float
+    gate: dict[str, object]
     seconds: float
+    captions: dict[str, object] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "out": self.out,
             "source": self.source,
             "text_model": self.text_model,
-            "loss": self.loss,
+            "method": self.method,
             "images": self.images,
+            "targets": self.targets,
             "classes": self.train_targets,
-            "skipped_labels": self.skipped_labels,
+            "dropped_labels": [{"label": n, "reason": r} for n, r in self.dropped_labels.items()],
             "skipped_images": [{"path": p, "reason": r} for p, r in self.skipped_images],
-            "best_epoch": self.best_epoch,
-            "best_val_loss": round(self.best_val_loss, 6),
+            **self.setting,
+            "val_loss": round(self.val_loss, 6),
+            "gate": self.gate,
             "seconds": round(self.seconds, 2),
+            **({"captions": self.captions} if self.captions is not None else {}),
         }
 
 
@@ -311,139 +666,90 @@ def train(
     out: Path,
     *,
     text_model: str = "glove",
-    loss: str = "cosine",
+    method: str = "ridge",
     epochs: int = 50,
     seed: int = 0,
     classes: list[str] | None = None,
     classes_from_half: str | None = None,
-    conse_weight: float = CONSE_WEIGHT,
     log: Log | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainReport:
-    """Train a head from a labelled folder or a captions TSV and save it to `out` (atomically)."""
+    """Train a joint model from a labelled folder or a captions TSV and save it to `out` (atomically)."""
     from semsearch.encoders.head import save_head
-    from semsearch.encoders.joint import class_vectors
+    from semsearch.encoders.joint import ConSE
     from semsearch.encoders.text import load_text_space
 
     source = Path(source).expanduser().absolute()
     out = Path(out).expanduser().absolute()
-    if loss not in LOSSES:
-        raise TrainingError(f"unknown loss {loss!r}: use cosine or infonce")
+    if method not in METHODS:
+        raise TrainingError(f"unknown method {method!r}: use {', '.join(METHODS)}")
     if out.is_dir():
         raise TrainingError(f"--out {out} is a directory; give a file name such as model.npz")
     if not source.exists():
         raise TrainingError(f"{source} does not exist")
     say = log or (lambda _msg: None)
     space = load_text_space(text_model)
-    skipped_labels: list[str] = []
+    dropped: dict[str, str] = {}
+    caption_report = None
+    names: list[str] = []
     if source.is_dir():
         data = embed_folder(source, progress)
-        labels = data.labels
-        wanted = set(classes or [])
-        if classes_from_half:
-            wanted = set(class_halves(labels, classes_from_half))
-        present = sorted({lab for lab in labels if lab})
-        unknown = sorted(wanted - set(present))
-        if unknown:
-            raise TrainingError(f"no class folder named {', '.join(unknown)} in {source}")
-        chosen = [c for c in present if not wanted or c in wanted]
-        vectors: dict[str, np.ndarray] = {}
-        for name in chosen:
-            v = space.embed_label(name)
-            if v is None:
-                skipped_labels.append(name)
-                say(f"skipped label {name!r}: no word of it is in {space.identity}")
-            else:
-                vectors[name] = np.asarray(v, np.float32)
-        if not data.paths:
-            raise TrainingError(f"no images in {source}")
-        if len(vectors) < 2:
-            raise TrainingError(
-                f"{source} has {len(vectors)} usable class folder(s); training needs at least 2 "
-                "(one sub-folder of images per class, named by the class)"
-            )
-        names = sorted(vectors)
-        rows = [i for i, lab in enumerate(labels) if lab in vectors]
-        features = data.features[rows]
-        target_ids = np.array([names.index(labels[i]) for i in rows])
-        targets = np.stack([vectors[n] for n in names])[target_ids]
-        image_ids = np.arange(len(rows))
-        image_model, skipped_images, train_targets = data.image_model, data.skipped, names
+        wanted = set(class_halves(data.labels, classes_from_half) if classes_from_half else classes or [])
+        training, names, dropped = folder_training_set(
+            data, space, wanted, ConSE(space).embed(data.logits), say
+        )
     else:
+        from semsearch.captions import match_captions, read_captions
+
         pairs = read_captions(source)
-        root = Path(os.path.commonpath([os.path.dirname(p) for p, _ in pairs]))
-        data = embed_folder(root, progress)
-        row_of = {p: i for i, p in enumerate(data.paths)}
-        missing = sorted({p for p, _ in pairs if p not in row_of})
-        for p in missing[:10]:
+        data = embed_folder(Path(os.path.commonpath([os.path.dirname(p) for p, _ in pairs])), progress)
+        captions = match_captions(pairs, data.paths, space)
+        caption_report = captions.to_dict()
+        for p in captions.missing_images[:10]:
             say(f"skipped caption image {p}: not found or not a readable image")
-        pairs = [(p, c) for p, c in pairs if p in row_of]
-        if len({p for p, _ in pairs}) < 2:
-            raise TrainingError(f"{source}: fewer than 2 readable images have captions")
-        captions = sorted({c for _, c in pairs})
-        encode = getattr(space, "encode", None)
-        if encode is not None:
-            caption_vectors = encode(captions)
-        else:
-            caption_vectors = []
-            for c in captions:
-                try:
-                    caption_vectors.append(space.embed_query(c))
-                except SemsearchError:
-                    caption_vectors.append(None)
-        keep_caption = {c: v for c, v in zip(captions, caption_vectors, strict=True) if v is not None}
-        dropped = [c for c in captions if c not in keep_caption]
-        skipped_labels = dropped
-        if dropped:
-            say(f"skipped {len(dropped)} caption(s) with no known word")
-        pairs = [(p, c) for p, c in pairs if c in keep_caption]
-        if len({p for p, _ in pairs}) < 2:
-            raise TrainingError(f"{source}: fewer than 2 images have usable captions")
-        cap_index = {c: i for i, c in enumerate(sorted(keep_caption))}
-        cap_matrix = np.stack([keep_caption[c] for c in sorted(keep_caption)]).astype(np.float32)
-        image_index = {p: i for i, p in enumerate(sorted({p for p, _ in pairs}))}
-        features = data.features[[row_of[p] for p, _ in pairs]]
-        target_ids = np.array([cap_index[c] for _, c in pairs])
-        targets = cap_matrix[target_ids]
-        image_ids = np.array([image_index[p] for p, _ in pairs])
-        image_model = data.image_model
-        skipped_images = data.skipped + [(p, "not found or not a readable image") for p in missing]
-        train_targets = []
+        if captions.dropped_captions:
+            say(f"skipped {len(captions.dropped_captions)} caption(s) with no known word")
+        training = caption_training_set(data, captions, ConSE(space).embed(data.logits), say)
     say(
-        f"training on {len(np.unique(image_ids))} images, {len(np.unique(target_ids))} targets, "
-        f"{space.identity}, {loss} loss, {epochs} epochs"
+        f"training on {len(training.features)} images, {len(training.targets)} targets, "
+        f"{space.identity}, {method}"
     )
-    fit = fit_head(features, targets, image_ids, target_ids, loss=loss, epochs=epochs, seed=seed, log=say)
-    arrays = dict(fit.arrays)
-    if conse_weight > 0:
-        arrays["class_vectors"] = class_vectors(space)
-    fingerprint = hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in fit.arrays.values()))
+    fitted = fit_joint(training, method, epochs=epochs, seed=seed, log=say)
+    from semsearch.encoders.joint import class_vectors
+
+    arrays = {**fitted.arrays, "class_vectors": class_vectors(space)}
+    fingerprint = hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values()))
+    setting = {"ridge_alpha": fitted.setting} if method == "ridge" else {"best_epoch": int(fitted.setting)}
     report = TrainReport(
         out=str(out),
         source=str(source),
         text_model=space.identity,
-        loss=loss,
-        images=len(np.unique(image_ids)),
-        train_targets=train_targets,
-        skipped_labels=skipped_labels,
-        skipped_images=skipped_images,
-        best_epoch=fit.best_epoch,
-        best_val_loss=fit.best_val_loss,
-        seconds=fit.seconds,
+        method=method,
+        images=len(training.features),
+        targets=len(training.targets),
+        train_targets=names,
+        dropped_labels=dropped,
+        skipped_images=data.skipped,
+        setting=setting,
+        val_loss=fitted.val_loss,
+        gate=fitted.gate,
+        seconds=fitted.seconds,
+        captions=caption_report,
     )
     meta = {
         "space_identity": space.identity,
-        "image_model": image_model,
-        "feature_dim": int(features.shape[1]),
-        "dim": int(targets.shape[1]),
+        "image_model": data.image_model,
+        "feature_dim": int(training.features.shape[1]),
+        "dim": int(training.targets.shape[1]),
+        "head": fitted.kind,
         "hidden": HIDDEN,
         "bn_eps": 1e-5,
-        "conse_weight": float(conse_weight),
-        "classes": train_targets,
+        "gate": {k: fitted.gate[k] for k in ("weight", "tau", "temperature")},
+        "classes": names,
         "fingerprint": fingerprint.hexdigest()[:12],
         "report": {k: v for k, v in report.to_dict().items() if k != "skipped_images"},
-        "history": fit.history,
+        "history": fitted.history,
     }
     save_head(out, arrays, meta)
-    say(f"best epoch {fit.best_epoch} (val loss {fit.best_val_loss:.4f}); saved {out}")
+    say(f"saved {out}")
     return report

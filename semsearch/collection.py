@@ -418,12 +418,14 @@ class Collection:
             return {
                 s.name: self.store.vectors_at(s.name, [record.row])[0] for s in self.model.spaces
             }, record.id
-        from semsearch.media import load_image
+        from semsearch.media import OWN_FILE_DECODE_BYTES, load_image
 
         pixels = self.model.pixels
         try:
-            decoded = load_image(
-                image if isinstance(image, bytes) else Path(image), pixels.size, pixels.geometry
+            decoded = (  # bytes are an upload; a path is one of the user's own files
+                load_image(image, pixels.size, pixels.geometry)
+                if isinstance(image, bytes)
+                else load_image(Path(image), pixels.size, pixels.geometry, max_bytes=OWN_FILE_DECODE_BYTES)
             )
         except DecodeError as exc:
             if isinstance(image, bytes):

@@ -47,6 +47,10 @@ RAW_MISSING = "RAW files need pip install 'semsearch[raw]'"
 #: bounds the memory. Only the first frame of an animation is ever decoded.
 MAX_PIXELS: int = 64_000_000
 MAX_DECODE_BYTES: int = 256 * 1024 * 1024
+#: The bound for the user's own files, decoded by the indexer and the command line a few at a time: a
+#: 24 Mpx phone HEIC needs about 264 MiB and a 48 Mpx one about 530 MiB (`decode_memory`), more than an
+#: upload to the server may cost.
+OWN_FILE_DECODE_BYTES: int = 768 * 1024 * 1024
 
 #: Full-size RGBA buffers a decoder holds besides PIL's image (libwebp decodes into its own canvas and
 #: hands PIL a copy; measured: a 25 Mpx RGB WebP peaks at 15 bytes a pixel). libavif decodes into YCbCr
@@ -66,10 +70,16 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def load_image(
-    source: Path | bytes, size: int, geometry: Geometry = DEFAULT_GEOMETRY, *, raw: bool | None = None
+    source: Path | bytes,
+    size: int,
+    geometry: Geometry = DEFAULT_GEOMETRY,
+    *,
+    raw: bool | None = None,
+    max_bytes: int = MAX_DECODE_BYTES,
 ) -> np.ndarray:
     """Decode `source` (a path or the file's bytes) to a uint8 RGB array of shape (size, size, 3).
-    `raw`: whether it is a camera RAW file (default: from a path's suffix, or sniffed from bytes)."""
+    `raw`: whether it is a camera RAW file (default: from a path's suffix, or sniffed from bytes);
+    `max_bytes`: the decoding memory allowed (OWN_FILE_DECODE_BYTES for the user's own files)."""
     if geometry not in ("crop", "squash"):
         raise ValueError(f"unknown geometry {geometry!r}")
     img = decode(
@@ -77,6 +87,7 @@ def load_image(
         lambda w, h: _draft_request(w, h, size, geometry),
         lambda img: _fit(img, size, geometry),
         raw=raw,
+        max_bytes=max_bytes,
     )
     arr = np.asarray(to_rgb(img), dtype=np.uint8)
     if arr.shape != (size, size, 3):
@@ -90,6 +101,7 @@ def decode(
     shrink: Callable[[Image.Image], Image.Image],
     *,
     raw: bool | None = None,
+    max_bytes: int = MAX_DECODE_BYTES,
 ) -> Image.Image:
     """The first frame of `source`, decoded, made small by `shrink`, then turned upright as its EXIF says.
 
@@ -132,10 +144,10 @@ def decode(
             if img.format in ("JPEG", "MPO"):
                 img.draft("RGB", draft(width, height))
             needed = decode_memory(img)
-            if needed > MAX_DECODE_BYTES:
+            if needed > max_bytes:
                 raise DecodeError(
                     f"image too large to decode ({img.size[0]}x{img.size[1]} {img.mode} needs "
-                    f"{needed >> 20} MiB, limit {MAX_DECODE_BYTES >> 20} MiB)"
+                    f"{needed >> 20} MiB, limit {max_bytes >> 20} MiB)"
                 )
             img.load()
             mode = _resize_mode(img)

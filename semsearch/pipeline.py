@@ -19,7 +19,7 @@ import numpy as np
 
 from semsearch.encoders.base import ImageModel, PixelInput
 from semsearch.errors import DecodeError, MissingCodecError
-from semsearch.media import is_raw_name, load_image
+from semsearch.media import OWN_FILE_DECODE_BYTES, is_raw_name, load_image
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ def _decode(path: Path, pixels: PixelInput) -> tuple[np.ndarray, FileState] | Sk
     except OSError as exc:
         return Skipped(path, f"unreadable ({exc.strerror})")
     try:
-        return load_image(data, pixels.size, pixels.geometry, raw=is_raw_name(path)), state
+        return load_image(
+            data, pixels.size, pixels.geometry, raw=is_raw_name(path), max_bytes=OWN_FILE_DECODE_BYTES
+        ), state
     except MissingCodecError as exc:  # not remembered: tried again once the decoder is installed
         return Skipped(path, str(exc))
     except DecodeError as exc:

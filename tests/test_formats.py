@@ -388,3 +388,26 @@ def test_without_rawpy_raw_says_what_to_install(photo, tmp_path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "RAW files need pip install 'semsearch[raw]'"
+
+
+@needs_heif
+def test_a_24_megapixel_phone_heic_is_indexed_but_refused_as_an_upload(tmp_path: Path) -> None:
+    """A phone's own photo decodes under the own-file bound; the same bytes posted to a server do not."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (120, 160, 90)).save(buffer, "HEIF", quality=50)
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as img:
+        needed = media.decode_memory(img)
+    assert media.MAX_DECODE_BYTES < needed < media.OWN_FILE_DECODE_BYTES
+    with pytest.raises(DecodeError, match="too large to decode"):
+        load_image(data, 224)  # what an upload gets
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "phone.heic").write_bytes(data)
+    from semsearch.collection import Collection
+
+    with Collection(tmp_path / "db", writable=True) as collection:
+        report = collection.sync(tmp_path / "photos")
+    assert (report.added, report.skipped) == (1, 0), report.skipped_files

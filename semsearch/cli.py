@@ -161,7 +161,7 @@ def index(
         return
     click.echo(
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"removed {report.removed}, skipped {report.skipped}"
+        f"moved {report.moved}, removed {report.removed}, skipped {report.skipped}"
     )
     for path, reason in report.skipped_files:
         click.echo(f"  skipped {shown(path)}: {reason}")

@@ -6,12 +6,13 @@ image (an indexed photo, words) never load the CNN: they read stored vectors and
 
 from __future__ import annotations
 
+import bisect
 import errno
 import hashlib
 import os
 import stat
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -65,11 +66,13 @@ def word_rows(pairs: list[tuple[str, float]]) -> list[dict[str, object]]:
 
 @dataclass
 class IndexReport:
-    """What one `index` run did."""
+    """What one `index` run did. A moved file (same content under a new path) counts as `moved` only,
+    neither added nor removed: it keeps its vectors."""
 
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    moved: int = 0
     removed: int = 0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     runtime: str = ""  # which runtime embedded this run's images, and why (empty when none was needed)
@@ -83,6 +86,7 @@ class IndexReport:
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "moved": self.moved,
             "removed": self.removed,
             "skipped": self.skipped,
             "skipped_files": [{"path": shown(p), "reason": r} for p, r in self.skipped_files],
@@ -104,55 +108,89 @@ def file_hash(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def scan(folder: Path) -> Iterator[_Candidate | tuple[str, str]]:
+def scan(folder: Path, tops: Iterable[str] | None = None) -> Iterator[_Candidate | tuple[str, str]]:
     """Every visible regular file under `folder` (recursively), labelled by its parent folder's name, and
     (path, reason) for each entry that cannot be indexed: broken links, link loops, unreadable folders.
+    With `tops` (files or folders inside `folder`, as `visible_tops` gives them), only those are walked.
 
     The walk keeps its own stack (os.walk recurses on Python 3.11, and a deep tree raised RecursionError).
-    Linked folders are followed after every real one, each folder once: a link to a folder already walked
+    Linked entries are looked at after every real one, each folder once: a link to a folder already walked
     (a loop, or a second link) is reported instead of walked again.
     """
     root = os.path.abspath(folder)
     walked: dict[tuple[int, int], str] = {}
-    folders: list[str] = [root]
+    todo = sorted(tops, reverse=True) if tops is not None else [root]
     links: deque[str] = deque()
-    while folders or links:
-        path = folders.pop() if folders else links.popleft()
+    while todo or links:
+        path = todo.pop() if todo else links.popleft()
         try:
             st = os.stat(path)
-            with os.scandir(path) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
+        except FileNotFoundError:
+            if os.path.islink(path):
+                yield path, "broken symlink (its target does not exist)"
+            continue  # deleted since the listing
         except OSError as exc:
-            yield path, f"unreadable folder ({exc.strerror})"
+            yield path, "symlink loop" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})"
+            continue
+        if stat.S_ISREG(st.st_mode):
+            parent = os.path.dirname(path)
+            label = os.path.basename(parent) if parent != root else None
+            yield _Candidate(path, st.st_size, st.st_mtime_ns, label)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            yield path, "not a regular file"
             continue
         first = walked.setdefault((st.st_dev, st.st_ino), path)
         if first != path:
             yield path, f"link to a folder already scanned ({shown(first)})"
             continue
-        label = os.path.basename(path) if path != root else None
-        below: list[str] = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                st = entry.stat()
-            except FileNotFoundError:
-                if entry.is_symlink():
-                    yield entry.path, "broken symlink (its target does not exist)"
-                continue  # deleted since the listing
-            except OSError as exc:
-                yield (
-                    entry.path,
-                    "symlink loop" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})",
-                )
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                (links if entry.is_symlink() else below).append(entry.path)
-            elif stat.S_ISREG(st.st_mode):
-                yield _Candidate(entry.path, st.st_size, st.st_mtime_ns, label)
-            else:
-                yield entry.path, "not a regular file"
-        folders.extend(reversed(below))
+        try:
+            with os.scandir(path) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            yield path, f"unreadable folder ({exc.strerror})"
+            continue
+        visible = [e for e in entries if not e.name.startswith(".")]
+        links.extend(e.path for e in visible if e.is_symlink())
+        todo.extend(reversed([e.path for e in visible if not e.is_symlink()]))
+
+
+def visible_tops(folder: Path, paths: Iterable[str | Path], skip: Path | None = None) -> list[str]:
+    """The changed `paths` a path-scoped sync of `folder` walks: absolute, inside `folder`, not hidden
+    (no part of the name below `folder` starts with a dot, as `scan` skips those), not inside `skip`
+    (the collection itself, where it lies inside the folder), and none inside another one of them."""
+    root = os.path.abspath(folder)
+    avoid = os.path.abspath(skip) if skip is not None else None
+    wanted = set()
+    for path in map(os.path.abspath, paths):
+        if path == root:
+            return [root]
+        # Outside `folder` ('..' first) or hidden: both start with a dot.
+        if any(part.startswith(".") for part in os.path.relpath(path, root).split(os.sep)):
+            continue
+        if avoid is not None and (path == avoid or path.startswith(avoid + os.sep)):
+            continue
+        wanted.add(path)
+    return [p for p in wanted if not any(a in wanted for a in _ancestors(p, root))]
+
+
+def _ancestors(path: str, root: str) -> Iterator[str]:
+    """The folders between `path` and `root` (both excluded)."""
+    parent = os.path.dirname(path)
+    while parent != root and len(parent) > len(root):
+        yield parent
+        parent = os.path.dirname(parent)
+
+
+def within(paths: Iterable[str], tops: Iterable[str]) -> list[str]:
+    """The `paths` equal to one of `tops` or inside one (sorted once, then a range per top)."""
+    ordered = sorted(paths)
+    found: list[str] = []
+    for top in tops:
+        lo = bisect.bisect_left(ordered, top)
+        hi = bisect.bisect_left(ordered, top + chr(ord(os.sep) + 1))
+        found.extend(p for p in ordered[lo:hi] if p == top or p.startswith(top + os.sep))
+    return found
 
 
 class Collection:
@@ -207,11 +245,20 @@ class Collection:
         return self.model.spaces[0].text
 
     # --- indexing ---------------------------------------------------------------------------------
-    def sync(self, folder: Path, *, progress: Progress | None = None, batch_size: int = 32) -> IndexReport:
+    def sync(
+        self,
+        folder: Path,
+        *,
+        paths: Iterable[str | Path] | None = None,
+        progress: Progress | None = None,
+        batch_size: int = 32,
+    ) -> IndexReport:
         """Make the collection match `folder`: embed new and changed images, drop deleted ones.
 
-        Work is committed batch by batch, so an interrupted run keeps what it finished and the next
-        run picks up the rest.
+        With `paths` (what a watcher saw change: files or folders, present or gone), only those paths and
+        what lies inside them are looked at, with the same rules: a big tree is not walked again for a
+        few new photos. Work is committed batch by batch, so an interrupted run keeps what it finished
+        and the next run picks up the rest.
         """
         from semsearch.media import SUPPORTED_SUFFIXES
         from semsearch.pipeline import EncodedBatch, encode_paths
@@ -225,12 +272,13 @@ class Collection:
         if not folder.is_dir():
             raise CollectionError(f"folder {folder} does not exist or is not a directory")
         self._claim_model()
+        tops = [str(folder)] if paths is None else visible_tops(folder, paths, skip=self.root)
         report = IndexReport()
         records, known_bad = self.store.records(), self.store.skipped()
         seen: set[str] = set()
         to_embed: dict[str, tuple[_Candidate, str]] = {}
         touched: list[tuple[str, int, int]] = []
-        for cand in scan(folder):
+        for cand in scan(folder, tops):
             if isinstance(cand, tuple):
                 report.skipped_files.append(cand)
                 continue
@@ -259,13 +307,12 @@ class Collection:
                 report.unchanged += 1
                 continue
             to_embed[cand.path] = (cand, digest)
-        prefix = str(folder) + os.sep
-        gone = [p for p in records if p.startswith(prefix) and p not in seen]
+        gone = [p for p in within(records, tops) if p not in seen]
         self.store.touch(touched)
-        self.store.forget_skipped(p for p in known_bad if p.startswith(prefix) and p not in seen)
+        self.store.forget_skipped(p for p in within(known_bad, tops) if p not in seen)
         self._reuse_moved(gone, to_embed, records, report)
         self.store.remove(gone)
-        report.removed = len(gone)
+        report.removed = len(gone) - report.moved
 
         done, total = 0, len(to_embed)
         if to_embed and progress and not self.model.prepared():
@@ -316,7 +363,7 @@ class Collection:
                 moves.append((path, cand.size, cand.mtime_ns, digest, cand.label, old.row))
                 del to_embed[path]
         self.store.upsert(moves)
-        report.added += len(moves)
+        report.moved += len(moves)
 
     def _claim_model(self) -> None:
         """Record which model makes this collection's vectors (first run) or refuse another one."""

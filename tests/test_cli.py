@@ -69,6 +69,11 @@ def test_index_json_report_and_similar_json(small_photos):
     assert all(isinstance(h["score"], float) and Path(h["path"]).exists() for h in hits)
     assert Path(hits[0]["path"]).parent.name == "soccer_ball"
 
+    query.rename(small_photos / "laptop" / "moved.jpg")  # a move keeps its vectors and says so
+    done = run("index", str(small_photos), "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    assert "added 0, updated 0, unchanged 11, moved 1, removed 0, skipped 1" in done.stdout
+
 
 def test_words_json_and_unknown_word():
     done = run("words", "frog", "-k", "5", "--json")

@@ -54,7 +54,8 @@ def test_moved_file_keeps_its_vectors(small_photos):
     with Collection(db, writable=True) as c:
         report = c.sync(small_photos)
         after = c.image_vectors(str(moved))[0]["features"]
-    assert (report.added, report.removed) == (1, 1)
+    assert (report.added, report.moved, report.removed, report.unchanged) == (0, 1, 0, 11)
+    assert report.to_dict()["moved"] == 1
     np.testing.assert_array_equal(before, after)
 
 

@@ -116,14 +116,17 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[..., None] | No
         yield update
 
 
-@app.command()
-@click.argument("folder", type=click.Path(path_type=Path))
-@db_option
-@click.option(
+model_option = click.option(
     "--model",
     help="Image model: lite0 (fast, default for a new collection), lite2 (more accurate), or a CLIP-family "
     "model: clip:/path/to/model-folder (offline) or clip:org/name (downloaded once by transformers).",
 )
+
+
+@app.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@db_option
+@model_option
 @click.option(
     "--joint",
     type=click.Path(path_type=Path),
@@ -167,6 +170,58 @@ def index(
         click.echo(f"  skipped {shown(path)}: {reason}")
     if report.runtime:
         click.echo(f"image model runtime: {report.runtime}")
+
+
+@app.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@db_option
+@model_option
+@click.option(
+    "--debounce",
+    "debounce_ms",
+    type=click.IntRange(10, 60_000),
+    default=1600,
+    show_default=True,
+    help="Gather changes for up to this many milliseconds into one batch.",
+)
+@click.option(
+    "--full-sync",
+    "full_every",
+    type=click.FloatRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Also walk the whole folder this often (seconds) and at start-up, for changes no event told.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per batch (JSON lines).")
+def watch(
+    folder: Path, db: Path | None, model: str | None, debounce_ms: int, full_every: float, as_json: bool
+) -> None:
+    """Keep the collection in sync with FOLDER as photos appear, change, move and disappear (Ctrl-C stops).
+
+    One line per batch on stderr (or one JSON object per batch on stdout with --json). Only one process
+    writes a collection at a time: `index` on a watched collection is refused, and the other way round.
+    """
+    import time
+
+    from semsearch.collection import Collection
+    from semsearch.watch import watch as watch_folder
+
+    with Collection(_db(db), writable=True, model=model) as collection:
+        if not as_json:
+            click.echo(f"watching {shown(str(folder))} (Ctrl-C to stop)", err=True)
+        for batch in watch_folder(collection, folder, debounce_ms=debounce_ms, full_every=full_every):
+            if as_json:
+                sys.stdout.write(json.dumps(batch.to_dict()) + "\n")
+                sys.stdout.flush()
+                continue
+            r = batch.report
+            click.echo(
+                f"{time.strftime('%H:%M:%S')} {'full sync: ' if batch.full else ''}added {r.added}, "
+                f"updated {r.updated}, moved {r.moved}, removed {r.removed}, skipped {r.skipped}",
+                err=True,
+            )
+            for path, reason in r.skipped_files:
+                click.echo(f"  skipped {shown(path)}: {reason}", err=True)
 
 
 @app.command()

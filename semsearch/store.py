@@ -160,7 +160,10 @@ class Store:
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise CollectionError(f"collection {self.root} is being indexed by another process") from exc
+            raise CollectionError(
+                f"collection {self.root} is being indexed by another process",
+                cli_hint="wait for that `semsearch index` to finish, or stop the `semsearch watch` on it",
+            ) from exc
 
     def _migrate(self) -> None:
         """Bring an older catalog up to SCHEMA_VERSION (each step explicit, in one transaction)."""

@@ -1,8 +1,9 @@
 """Keep a collection in sync with a folder as photos appear, change, move and disappear.
 
 Events come from watchfiles (Rust `notify`: inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW
-on Windows). inotify watches folders, not files, so a tree costs one watch per folder (measured: a tree
-of 1,111 folders holding 10,000 files takes 1,111 watches; the Linux default limit is 8,192 or more).
+on Windows). inotify watches folders, not files, so a tree costs one watch per folder (measured: 1,612
+folders, one chain of them 500 deep, holding 9,001 files took 1,612 watches; the per-user limit,
+/proc/sys/fs/inotify/max_user_watches, is 8,192 on older kernels and grows with memory on newer ones).
 A burst of changes is gathered into one batch (`debounce`), and a batch syncs only the paths it names
 (`Collection.sync(paths=...)`): a camera import of 500 photos is a few batches, and a big tree is not
 walked again for each of them. A full sync at start-up and every `full_every` seconds is the safety net

@@ -207,9 +207,10 @@ def watch(
     from semsearch.watch import watch as watch_folder
 
     with Collection(_db(db), writable=True, model=model) as collection:
+        batches = watch_folder(collection, folder, debounce_ms=debounce_ms, full_every=full_every)
         if not as_json:
             click.echo(f"watching {shown(str(folder))} (Ctrl-C to stop)", err=True)
-        for batch in watch_folder(collection, folder, debounce_ms=debounce_ms, full_every=full_every):
+        for batch in batches:
             if as_json:
                 sys.stdout.write(json.dumps(batch.to_dict()) + "\n")
                 sys.stdout.flush()

@@ -183,7 +183,8 @@ def _ancestors(path: str, root: str) -> Iterator[str]:
 
 
 def within(paths: Iterable[str], tops: Iterable[str]) -> list[str]:
-    """The `paths` equal to one of `tops` or inside one (sorted once, then a range per top)."""
+    """The `paths` equal to one of `tops` or inside one (sorted once, then a range per top: every path
+    inside `top` sorts between `top` and `top` followed by the character after the separator)."""
     ordered = sorted(paths)
     found: list[str] = []
     for top in tops:

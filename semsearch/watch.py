@@ -65,37 +65,51 @@ def watch(
     Ctrl-C: KeyboardInterrupt, between or inside batches; every batch commits as `sync` does). An idle
     watcher wakes every `tick` seconds to look for a due full sync or a vanished folder.
 
-    Yields the start-up sync and each later batch that changed something. Raises CollectionError when
-    the folder itself is deleted or replaced: its photos stay in the collection (an unmounted disk looks
-    the same), and the error says so.
+    Yields the start-up sync and each later batch that changed something. A missing folder is refused
+    at once (CollectionError); one deleted or replaced while watched raises CollectionError too, and
+    its photos stay in the collection (an unmounted disk looks the same).
     """
     import watchfiles
-
-    from semsearch.media import SUPPORTED_SUFFIXES
 
     folder = Path(folder).expanduser().absolute()
     identity = _identity(folder)
     if identity is None:
         raise CollectionError(f"folder {folder} does not exist or is not a directory")
-
-    def wanted(change: watchfiles.Change, path: str) -> bool:
-        """Events worth a sync: visible paths in the folder, outside the collection's own files, and no
-        file of a kind that is never indexed."""
-        if not visible_tops(folder, [path], skip=collection.root):
-            return False
-        suffix = os.path.splitext(path)[1].lower()
-        return suffix in SUPPORTED_SUFFIXES or change == watchfiles.Change.deleted or os.path.isdir(path)
-
-    due, first = 0.0, True  # the start-up sync is due at once
     events = watchfiles.watch(
         folder,
-        watch_filter=wanted,
+        watch_filter=lambda change, path: _wanted(folder, collection.root, change, path),
         debounce=debounce_ms,
         step=min(50, debounce_ms),
         stop_event=stop,
         rust_timeout=max(1, int(min(tick, full_every) * 1000)),
         yield_on_timeout=True,
+        ignore_permission_denied=True,  # an unreadable folder is listed by the full sync, not fatal here
     )
+    return _batches(collection, folder, identity, events, full_every)
+
+
+def _wanted(folder: Path, collection_root: Path, change, path: str) -> bool:
+    """Events worth a sync: visible paths in the folder, outside the collection's own files, and no file
+    of a kind that is never indexed."""
+    from watchfiles import Change
+
+    from semsearch.media import SUPPORTED_SUFFIXES
+
+    if not visible_tops(folder, [path], skip=collection_root):
+        return False
+    suffix = os.path.splitext(path)[1].lower()
+    return suffix in SUPPORTED_SUFFIXES or change == Change.deleted or os.path.isdir(path)
+
+
+def _batches(
+    collection: Collection,
+    folder: Path,
+    identity: tuple[int, int],
+    events: Iterator[set[tuple[object, str]]],
+    full_every: float,
+) -> Iterator[Batch]:
+    """One sync per set of changes (or per wake-up when a full sync is due), reported as `watch` says."""
+    due, first = 0.0, True  # the start-up sync is due at once
     for changes in events:
         if _identity(folder) != identity:
             raise CollectionError(

@@ -194,12 +194,19 @@ def test_a_vanished_watched_folder_stops_the_watcher_and_keeps_the_collection(sm
     assert len(catalog(tmp_path / "db")) == 12
 
 
-def test_a_missing_folder_is_an_error_before_anything_is_watched(tmp_path):
+def test_a_missing_folder_is_an_error_before_anything_is_watched(tmp_path, capsys):
     with (
         Collection(tmp_path / "db", writable=True) as c,
         pytest.raises(CollectionError, match="does not exist"),
     ):
-        next(watch(c, tmp_path / "nowhere", **FAST))
+        watch(c, tmp_path / "nowhere", **FAST)  # at the call, before any "watching" line is printed
+    from semsearch.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["watch", str(tmp_path / "nowhere"), "--db", str(tmp_path / "db")])
+    assert stopped.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: folder {tmp_path / 'nowhere'} does not exist or is not a directory\n"
 
 
 def test_watches_are_per_folder_not_per_file(small_photos, tmp_path):

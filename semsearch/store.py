@@ -2,7 +2,8 @@
 
 Layout of a collection directory::
 
-    catalog.sqlite      meta (schema, model identity), images (path, size, mtime, hash, label, row), skipped
+    catalog.sqlite      meta (schema, model identity), images (path, size, mtime, hash, label, row, and
+                        the photo's details: date taken, camera, position, size), skipped, ocr (FTS5)
     <space>.<gen>.f32   raw float32 rows, one file per vector space ("features", "logits", ...)
     index/              saved nearest-neighbour indexes (see Collection), written atomically
     .lock               held by the one writer
@@ -17,26 +18,54 @@ vector files, temp files of index saves) is swept by the next writer when it ope
 Paths and labels are stored as TEXT when they are valid UTF-8, which is nearly always, and otherwise, for
 file names that are not UTF-8 (Python holds their odd bytes as surrogate escapes), as a BLOB of the file
 system's own bytes: each form round-trips to the exact name, so the stored path opens the very file.
+
+Filters (`semsearch.query.Filters`) become one SQL query over the catalog (`matching`): dates and places
+use indexed columns (``taken``; ``lat, lon`` for a bounding box, refined by the great-circle distance),
+folder and camera names a LIKE scan (ASCII letters match in any case). Text recognised in photos lives in
+an FTS5 table keyed by image id; a trigger removes it with its image, so a re-embedded or deleted photo
+never keeps stale text.
 """
 
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semsearch.errors import CollectionError
 from semsearch.paths import sweep_temporaries
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from semsearch.query import Filters, Place
+
+SCHEMA_VERSION = 2
 CATALOG = "catalog.sqlite"
+#: Per-image columns a photo's details fill (schema 2); `details` is the version of the extraction that
+#: wrote them (NULL: not read yet), `ocr` whether text recognition ran on the image (NULL: not yet).
+DETAIL_COLUMNS = (
+    "width",
+    "height",
+    "taken",  # wall-clock seconds since 1970-01-01 00:00 (the photo's local time, as if it were UTC)
+    "taken_offset",  # minutes east of UTC, where known
+    "taken_source",  # 'exif' or 'file'
+    "camera_make",
+    "camera_model",
+    "lat",
+    "lon",
+    "details",
+)
+EARTH_RADIUS_KM = 6371.0088
+_EPOCH = datetime(1970, 1, 1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +86,29 @@ CREATE TABLE IF NOT EXISTS skipped (
     reason TEXT NOT NULL
 );
 """
+
+
+#: Schema changes, one step per version: applied in order, inside one transaction, to a catalog of an
+#: older version (a brand-new catalog starts at version 1, the tables above).
+_MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE images ADD COLUMN width INTEGER;
+ALTER TABLE images ADD COLUMN height INTEGER;
+ALTER TABLE images ADD COLUMN taken INTEGER;
+ALTER TABLE images ADD COLUMN taken_offset INTEGER;
+ALTER TABLE images ADD COLUMN taken_source TEXT;
+ALTER TABLE images ADD COLUMN camera_make TEXT;
+ALTER TABLE images ADD COLUMN camera_model TEXT;
+ALTER TABLE images ADD COLUMN lat REAL;
+ALTER TABLE images ADD COLUMN lon REAL;
+ALTER TABLE images ADD COLUMN details INTEGER;
+ALTER TABLE images ADD COLUMN ocr INTEGER;
+CREATE INDEX images_taken ON images(taken);
+CREATE INDEX images_place ON images(lat, lon);
+CREATE VIRTUAL TABLE ocr USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
+CREATE TRIGGER images_text_leaves AFTER DELETE ON images BEGIN DELETE FROM ocr WHERE rowid = old.id; END;
+""",
+}
 
 
 _VECTOR_FILE = re.compile(r"(?P<space>\w+)\.(?P<generation>\d+)\.f32")
@@ -166,13 +218,28 @@ class Store:
             ) from exc
 
     def _migrate(self) -> None:
-        """Bring an older catalog up to SCHEMA_VERSION (each step explicit, in one transaction)."""
+        """Bring an older catalog up to SCHEMA_VERSION (each step explicit, all in one transaction)."""
         with self.transaction():
-            current = int(self.meta().get("schema_version", SCHEMA_VERSION))
-            # Future migrations go here: `if current < 2: ALTER TABLE ...`.
+            current = int(self.meta().get("schema_version", 1))  # none yet: the tables just made
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version].strip().split(";\n"):
+                    self.db.execute(statement)
             self.db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                 (str(max(current, SCHEMA_VERSION)),),
+            )
+
+    @property
+    def has_details(self) -> bool:
+        """Whether the catalog has the columns of photo details (a schema 1 catalog gets them when it is
+        next opened for writing, by an index run)."""
+        return int(self.meta().get("schema_version", 1)) >= 2
+
+    def _need_details(self) -> None:
+        if not self.has_details:
+            raise CollectionError(
+                f"collection {self.root} has no photo dates, places or cameras yet (made by an older "
+                f"semsearch): run `semsearch index FOLDER --db {self.root}` once to add them"
             )
 
     def close(self) -> None:
@@ -325,21 +392,68 @@ class Store:
             for p, s, m, r in self.db.execute("SELECT path, size, mtime_ns, reason FROM skipped")
         }
 
-    def upsert(self, records: Iterable[tuple[str, int, int, str, str | None, int]]) -> None:
-        """Insert images (path, size, mtime_ns, sha256, label, row) in one transaction.
+    def upsert(
+        self,
+        records: Iterable[tuple[str, int, int, str, str | None, int]],
+        details: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> None:
+        """Insert images (path, size, mtime_ns, sha256, label, row) in one transaction, with the details
+        (DETAIL_COLUMNS values) given for their paths.
 
         A re-embedded path gets a fresh id (ids are never reused), so indexes keyed by id see it as a
         removal plus an addition and never keep a stale vector under a live id.
         """
+        details = details or {}
         with self.transaction() as db:
             for path, size, mtime_ns, sha256, label, row in records:
                 key = _to_sql(path)
                 db.execute("DELETE FROM images WHERE path = ?", (key,))
-                db.execute(
+                cursor = db.execute(
                     "INSERT INTO images (path, size, mtime_ns, sha256, label, row) VALUES (?, ?, ?, ?, ?, ?)",
                     (key, size, mtime_ns, sha256, _to_sql(label), row),
                 )
                 db.execute("DELETE FROM skipped WHERE path = ?", (key,))
+                if path in details:
+                    self._write_details(cursor.lastrowid, details[path])
+
+    def _write_details(self, image_id: int, values: Mapping[str, object]) -> None:
+        unknown = set(values) - set(DETAIL_COLUMNS)
+        if unknown:
+            raise ValueError(f"not detail columns: {sorted(unknown)}")
+        columns = list(DETAIL_COLUMNS)
+        self.db.execute(
+            f"UPDATE images SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+            [*(values.get(c) for c in columns), image_id],
+        )
+
+    def set_details(self, items: Iterable[tuple[int, Mapping[str, object]]]) -> None:
+        """Write the details of images already in the catalog (every column: a missing one is NULL)."""
+        with self.transaction():
+            for image_id, values in items:
+                self._write_details(image_id, values)
+
+    def missing_details(self, version: int) -> list[Record]:
+        """Images whose details were never read, or read by an extraction older than `version`."""
+        return self._select("WHERE details IS NULL OR details < ?", (version,))
+
+    def set_text(self, items: Iterable[tuple[int, str]]) -> None:
+        """Record the text recognised in images (empty where none was found), replacing any earlier."""
+        with self.transaction() as db:
+            for image_id, text in items:
+                db.execute("DELETE FROM ocr WHERE rowid = ?", (image_id,))
+                if text:
+                    db.execute("INSERT INTO ocr (rowid, text) VALUES (?, ?)", (image_id, text))
+                db.execute("UPDATE images SET ocr = 1 WHERE id = ?", (image_id,))
+
+    def missing_text(self) -> list[Record]:
+        """Images text recognition has not run on yet."""
+        return self._select("WHERE ocr IS NULL")
+
+    def _select(self, where: str, params: Sequence[object] = ()) -> list[Record]:
+        rows = self.db.execute(
+            f"SELECT id, path, size, mtime_ns, sha256, label, row FROM images {where} ORDER BY id", params
+        )
+        return [Record.from_sql(row) for row in rows]
 
     def touch(self, updates: Iterable[tuple[str, int, int]]) -> None:
         """Record a new size/mtime for files whose content hash did not change."""
@@ -452,3 +566,114 @@ class Store:
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    # --- photo details, filters and recognised text -------------------------------------------------
+    def details_of(self, ids: list[int]) -> dict[int, dict[str, object]]:
+        """DETAIL_COLUMNS of images by id (none for a schema 1 catalog: it has no details yet)."""
+        if not ids or not self.has_details:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(f"SELECT id, {', '.join(DETAIL_COLUMNS)} FROM images WHERE id IN ({marks})", ids)
+        return {row[0]: dict(zip(DETAIL_COLUMNS, row[1:])) for row in rows}
+
+    def matching(
+        self, filters: Filters, *, newest_first: bool | None = None, limit: int | None = None
+    ) -> np.ndarray:
+        """Ids of the images the filters allow (int64, ascending; or by date taken with `newest_first`
+        True/False, `limit` of them). One query; a place is refined by great-circle distance."""
+        self._need_details()
+        where, params = ["1"], []
+        if filters.after is not None:
+            where.append("taken >= ?")
+            params.append(wall_seconds(filters.after))
+        if filters.before is not None:
+            where.append("taken < ?")
+            params.append(wall_seconds(filters.before))
+        if filters.folders:
+            where.append("(" + " OR ".join(["'/' || path LIKE ? ESCAPE '\\'"] * len(filters.folders)) + ")")
+            params.extend(f"%/{_like(name.strip('/'))}/%" for name in filters.folders)
+        if filters.cameras:
+            camera = "COALESCE(camera_make, '') || ' ' || COALESCE(camera_model, '')"
+            where.append("(" + " OR ".join([f"{camera} LIKE ? ESCAPE '\\'"] * len(filters.cameras)) + ")")
+            params.extend(f"%{_like(name)}%" for name in filters.cameras)
+        if filters.near is not None:
+            box, box_params = _bounding_box(filters.near)
+            where.append(box)
+            params.extend(box_params)
+        order = "id" if newest_first is None else f"taken {'DESC' if newest_first else 'ASC'}, id"
+        sql = f"SELECT id, lat, lon FROM images WHERE {' AND '.join(where)} ORDER BY {order}"
+        rows = self.db.execute(sql, params).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        if filters.near is not None and len(rows):
+            places = np.array([(r[1], r[2]) for r in rows], dtype=np.float64)
+            ids = ids[distance_km(filters.near, places) <= filters.near.radius_km]
+        return ids[:limit] if limit is not None else ids
+
+    def text_of(self, image_id: int) -> str | None:
+        """The text recognised in an image ('' where none was found), None where recognition never ran."""
+        if not self.has_details:
+            return None
+        row = self.db.execute(
+            "SELECT images.ocr, ocr.text FROM images LEFT JOIN ocr ON ocr.rowid = images.id WHERE images.id = ?",
+            (image_id,),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return row[1] or ""
+
+    def text_matches(self, words: Iterable[str], allowed: np.ndarray | None = None) -> dict[int, int]:
+        """{image id: how many of `words` its recognised text contains} for the images with any (among
+        `allowed`). Each word is matched as a whole token, quoted: FTS5 operators are plain text here."""
+        if not self.has_details:
+            return {}
+        counts: dict[int, int] = {}
+        for word in dict.fromkeys(w for w in words if w.strip()):
+            phrase = '"' + word.replace('"', '""') + '"'
+            for (image_id,) in self.db.execute("SELECT rowid FROM ocr WHERE ocr MATCH ?", (phrase,)):
+                counts[image_id] = counts.get(image_id, 0) + 1
+        if allowed is not None:
+            keep = set(np.asarray(allowed).tolist())
+            counts = {i: n for i, n in counts.items() if i in keep}
+        return counts
+
+
+def wall_seconds(moment: datetime) -> int:
+    """A naive wall-clock time as stored in `taken`: seconds since 1970-01-01 00:00 of the same clock."""
+    return int((moment - _EPOCH).total_seconds())
+
+
+def wall_time(seconds: int) -> datetime:
+    """The inverse of `wall_seconds`."""
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+def _like(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern (its % and _ escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _bounding_box(place: Place) -> tuple[str, list[float]]:
+    """A condition on the indexed (lat, lon) columns that holds for every point within the radius (and
+    a few more, which the distance then drops); the antimeridian and the poles are handled."""
+    span = math.degrees(place.radius_km / EARTH_RADIUS_KM)
+    south, north = place.lat - span, place.lat + span
+    if south <= -90 or north >= 90:  # a pole inside: every longitude
+        return "lat BETWEEN ? AND ?", [max(south, -90.0), min(north, 90.0)]
+    widest = math.radians(max(abs(south), abs(north)))
+    reach = math.degrees(math.asin(min(1.0, math.sin(place.radius_km / EARTH_RADIUS_KM) / math.cos(widest))))
+    west, east = place.lon - reach, place.lon + reach
+    if reach >= 180 or (west < -180 and east > 180):
+        return "lat BETWEEN ? AND ?", [south, north]
+    if west < -180:
+        return "lat BETWEEN ? AND ? AND (lon >= ? OR lon <= ?)", [south, north, west + 360, east]
+    if east > 180:
+        return "lat BETWEEN ? AND ? AND (lon >= ? OR lon <= ?)", [south, north, west, east - 360]
+    return "lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?", [south, north, west, east]
+
+
+def distance_km(place: Place, points: np.ndarray) -> np.ndarray:
+    """Great-circle (haversine) distances from a place's centre to (n, 2) points of (lat, lon) degrees."""
+    lat1, lon1 = math.radians(place.lat), math.radians(place.lon)
+    lat2, lon2 = np.radians(points[:, 0]), np.radians(points[:, 1])
+    a = np.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))

@@ -13,7 +13,9 @@ from semsearch.query import Filters, Place, parse_filters, split_filters
 
 
 def test_filters_are_taken_out_of_the_text():
-    text, filters = split_filters('beach after:2019-06 before:2020 in:Trips camera:canon near:48.85,2.35,20km')
+    text, filters = split_filters(
+        "beach after:2019-06 before:2020 in:Trips camera:canon near:48.85,2.35,20km"
+    )
     assert text == "beach"
     assert filters == Filters(
         after=datetime(2019, 6, 1),

@@ -68,7 +68,9 @@ def test_exif_date_camera_gps_and_size(photo):
     assert meta.taken == datetime(2019, 6, 14, 10, 3, 7)
     assert meta.taken_offset == 120 and meta.taken_source == "exif"
     assert meta.camera_make == "Canon" and meta.camera_model == "Canon EOS 5D"
-    assert meta.lat == pytest.approx(48 + 51 / 60 + 29 / 3600) and meta.lon == pytest.approx(2 + 21 / 60 + 8 / 3600)
+    assert meta.lat == pytest.approx(48 + 51 / 60 + 29 / 3600) and meta.lon == pytest.approx(
+        2 + 21 / 60 + 8 / 3600
+    )
     with Image.open(photo) as img:
         assert (meta.width, meta.height) == img.size
     assert meta.notes == ()

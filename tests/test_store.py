@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from semsearch.errors import CollectionError
-from semsearch.store import Store
+from semsearch.query import Filters, split_filters
+from semsearch.store import SCHEMA_VERSION, Store
 
 
 def _unit(n: int, dim: int, seed: int) -> np.ndarray:
@@ -114,3 +118,115 @@ def test_paths_that_are_not_utf8_round_trip(tmp_path):
         assert list(store.skipped()) == ["broken-\udcff.jpg"]
         store.remove(names[2:])
         assert sorted(store.records()) == sorted(names[:2])
+
+
+# ------------------------------------------------------------------ schema 2: photo details and OCR text
+
+_V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, label TEXT, row INTEGER NOT NULL);
+CREATE INDEX images_sha256 ON images(sha256);
+CREATE TABLE skipped (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO images (path, size, mtime_ns, sha256, label, row) VALUES ('/p/Trips/a.jpg', 1, 1, 'h', NULL, 0);
+"""
+
+
+def _v1_catalog(root):
+    """A catalog exactly as semsearch with schema 1 left it."""
+    import sqlite3
+
+    root.mkdir()
+    db = sqlite3.connect(root / "catalog.sqlite")
+    db.executescript(_V1_SCHEMA)
+    db.close()
+
+
+def test_a_schema_1_catalog_is_migrated_keeping_its_images(tmp_path):
+    root = tmp_path / "db"
+    _v1_catalog(root)
+    with Store(root) as reader:  # before any index run: readable, with no details yet
+        assert not reader.has_details and [r.path for r in reader.records().values()] == ["/p/Trips/a.jpg"]
+        with pytest.raises(CollectionError, match="run `semsearch index"):
+            reader.matching(Filters(after=datetime(2020, 1, 1)))
+    with Store(root, writable=True) as store:
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION) and store.has_details
+        assert [r.path for r in store.missing_details(1)] == ["/p/Trips/a.jpg"]
+        assert [r.path for r in store.missing_text()] == ["/p/Trips/a.jpg"]
+        (image_id,) = [r.id for r in store.records().values()]
+        store.set_details([(image_id, {"taken": 1_560_506_587, "taken_source": "exif", "details": 1})])
+        assert store.missing_details(1) == [] and [r.id for r in store.missing_details(2)] == [image_id]
+        assert list(store.matching(Filters(after=datetime(2019, 6, 1)))) == [image_id]
+    with Store(root, writable=True) as store:  # migrating again changes nothing
+        assert store.details_of([image_id])[image_id]["taken"] == 1_560_506_587
+
+
+def _details(taken: str, **more) -> dict:
+    seconds = int((datetime.fromisoformat(taken) - datetime(1970, 1, 1)).total_seconds())
+    return {"taken": seconds, "taken_source": "exif", "details": 1, **more}
+
+
+def test_filters_select_ids_in_sqlite(tmp_path):
+    names = ["/p/Trips/Paris/a.jpg", "/p/Trips/b.jpg", "/p/home/c.jpg", "/p/trips-not/d.jpg", "/p/e.jpg"]
+    with Store(tmp_path / "db", writable=True, create=True) as store:
+        _add(store, names, 0)
+        ids = {r.path: r.id for r in store.records().values()}
+        store.set_details(
+            [
+                (
+                    ids[names[0]],
+                    _details(
+                        "2019-06-14T10:00", camera_make="Canon", camera_model="EOS 5D", lat=48.85, lon=2.35
+                    ),
+                ),
+                (
+                    ids[names[1]],
+                    _details(
+                        "2019-12-31T23:59", camera_make="Google", camera_model="Pixel 7", lat=48.9, lon=2.4
+                    ),
+                ),
+                (ids[names[2]], _details("2020-01-01T00:00", camera_make="Canon", lat=-33.9, lon=151.2)),
+                (ids[names[3]], _details("2018-01-01T00:00", lat=0.0, lon=179.9)),
+                (ids[names[4]], _details("2021-01-01T00:00", lat=0.0, lon=-179.9)),
+            ]
+        )
+
+        def found(query: str) -> list[str]:
+            return sorted(
+                Path(p).name
+                for p in store.paths_of(store.matching(split_filters(query)[1]).tolist()).values()
+            )
+
+        assert found("after:2019-06 before:2020") == ["a.jpg", "b.jpg"]
+        assert found("after:2020") == ["c.jpg", "e.jpg"]
+        assert found("in:trips") == ["a.jpg", "b.jpg"]  # folder names, any case; not 'trips-not'
+        assert found("in:Trips/Paris") == ["a.jpg"]
+        assert found("in:Paris in:home") == ["a.jpg", "c.jpg"]
+        assert found("camera:canon") == ["a.jpg", "c.jpg"]
+        assert found("camera:pixel camera:eos") == ["a.jpg", "b.jpg"]
+        assert found("camera:canon after:2020") == ["c.jpg"]
+        assert found("near:48.85,2.35,1km") == ["a.jpg"]
+        assert found("near:48.85,2.35,10km") == ["a.jpg", "b.jpg"]
+        assert found("near:0,180,50km") == ["d.jpg", "e.jpg"]  # across the antimeridian
+        assert found("near:90,0,20000km") == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+        assert found("in:100%_trips") == []  # LIKE's wildcards are plain characters
+        newest = store.matching(split_filters("after:2019")[1], newest_first=True, limit=2)
+        assert [Path(store.paths_of([i])[i]).name for i in newest.tolist()] == ["e.jpg", "c.jpg"]
+
+
+def test_recognised_text_follows_its_image(tmp_path):
+    with Store(tmp_path / "db", writable=True, create=True) as store:
+        _add(store, ["a", "b", "c"], 0)
+        ids = {r.path: r.id for r in store.records().values()}
+        store.set_text([(ids["a"], "TOTAL 12.50\nThank you"), (ids["b"], "Rue de Rivoli"), (ids["c"], "")])
+        assert store.missing_text() == []
+        assert store.text_of(ids["b"]) == "Rue de Rivoli"
+        assert store.text_matches(["total"]) == {ids["a"]: 1}
+        assert store.text_matches(["rivoli", "rue", "thank"]) == {ids["b"]: 2, ids["a"]: 1}
+        assert store.text_matches(["rivoli"], allowed=np.array([ids["a"]])) == {}
+        assert store.text_matches(['"', "AND", "*", "NEAR("]) == {}  # FTS5 syntax is plain text here
+        _add(store, ["a"], 1)  # re-embedded: a new id, and the old text leaves with the old row
+        store.remove(["b"])
+        assert store.text_matches(["total", "rivoli"]) == {}
+        assert [r.path for r in store.missing_text()] == ["a"]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +36,14 @@ class FileState:
     mtime_ns: int
 
 
+Analyse = Callable[[Path, bytes, "FileState"], Any]
+"""Work on a file's bytes besides decoding for the model (its metadata, its text), done in the decode
+threads from the same bytes: `analyse(path, data, state)`; its result travels with the file."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
 @dataclass(frozen=True)
 class Skipped:
     path: Path
@@ -47,6 +56,7 @@ class EncodedBatch:
     paths: list[Path]
     vectors: dict[str, np.ndarray]  # space name -> (n, dim) float32, as the model's encode gives them
     files: list[FileState]
+    analysed: list[Any] = field(default_factory=list)  # what `analyse` gave for each file (if given)
 
 
 def default_decode_threads() -> int:
@@ -63,21 +73,78 @@ def read_file(path: Path) -> tuple[bytes, FileState]:
     return data, FileState(hashlib.sha256(data).hexdigest(), st.st_size, st.st_mtime_ns)
 
 
-def _decode(path: Path, pixels: PixelInput) -> tuple[np.ndarray, FileState] | Skipped:
+def _read(path: Path) -> tuple[bytes, FileState] | Skipped:
     try:
-        data, state = read_file(path)
+        return read_file(path)
     except FileNotFoundError:  # deleted since the scan
         return Skipped(path, "file not found")
     except OSError as exc:
         return Skipped(path, f"unreadable ({exc.strerror})")
+
+
+def _decode(
+    path: Path, pixels: PixelInput, analyse: Analyse | None
+) -> tuple[np.ndarray, FileState, Any] | Skipped:
+    read = _read(path)
+    if isinstance(read, Skipped):
+        return read
+    data, state = read
     try:
-        return load_image(
+        decoded = load_image(
             data, pixels.size, pixels.geometry, raw=is_raw_name(path), max_bytes=OWN_FILE_DECODE_BYTES
-        ), state
+        )
     except MissingCodecError as exc:  # not remembered: tried again once the decoder is installed
         return Skipped(path, str(exc))
     except DecodeError as exc:
         return Skipped(path, str(exc), state)
+    return decoded, state, analyse(path, data, state) if analyse is not None else None
+
+
+def _analyse(path: Path, analyse: Analyse) -> tuple[FileState, Any] | Skipped:
+    read = _read(path)
+    if isinstance(read, Skipped):
+        return read
+    data, state = read
+    return state, analyse(path, data, state)
+
+
+def analyse_paths(
+    paths: Sequence[Path], analyse: Analyse, threads: int | None = None, window: int = 64
+) -> Iterator[tuple[Path, FileState, Any] | Skipped]:
+    """`analyse` each file's bytes (read once) without decoding it for the model, in input order: the
+    metadata and text of photos already embedded. At most `window` results are held at once."""
+    with ThreadPoolExecutor(threads or default_decode_threads(), "semsearch-analyse") as pool:
+        for path, result in _ahead(pool, lambda p: _analyse(p, analyse), map(Path, paths), window):
+            yield result if isinstance(result, Skipped) else (path, *result)
+
+
+_DONE = object()
+
+
+def _ahead(
+    pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T], window: int
+) -> Iterator[tuple[T, R]]:
+    """(item, work(item)) in input order, with up to `window` items worked on ahead of the consumer;
+    what is still pending when the consumer stops is cancelled."""
+    pending: deque[tuple[T, Future]] = deque()
+    todo = iter(items)
+
+    def refill() -> None:
+        while len(pending) < window:
+            item = next(todo, _DONE)
+            if item is _DONE:
+                return
+            pending.append((item, pool.submit(work, item)))
+
+    try:
+        refill()
+        while pending:
+            item, future = pending.popleft()
+            refill()
+            yield item, future.result()
+    finally:
+        for _, future in pending:
+            future.cancel()
 
 
 def encode_paths(
@@ -87,6 +154,7 @@ def encode_paths(
     decode_threads: int | None = None,
     lookahead: int = 2,
     encode_workers: int | None = None,
+    analyse: Analyse | None = None,
 ) -> Iterator[EncodedBatch | Skipped]:
     """Encode every image in `paths`; each path comes back exactly once, in a batch or as `Skipped`.
 
@@ -94,7 +162,8 @@ def encode_paths(
     batches around it. `encode_workers` batches are inferred at once (default: cores divided by the
     encoder's threads, so a 1-thread encoder runs one batch per core; ORT sessions are thread-safe).
     On 2 cores, one 2-thread run and two 1-thread runs measured within noise of each other
-    (bench/embed.py), so the default encoder (2 threads) runs one batch at a time.
+    (bench/embed.py), so the default encoder (2 threads) runs one batch at a time. `analyse` runs on
+    each decodable file's bytes in the decode threads; its results come in `EncodedBatch.analysed`.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -102,15 +171,13 @@ def encode_paths(
     cores = os.cpu_count() or 1
     workers = encode_workers or max(1, cores // max(1, encoder.threads))
     window = max(1, lookahead) * batch_size
-    pending: deque[tuple[Path, Future]] = deque()
     encoding: deque[Future] = deque()
-    todo = iter(Path(p) for p in paths)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="semsearch-decode")
     infer = None
     if workers > 1:
         infer = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semsearch-encode")
 
-    def submit(batch: list[tuple[Path, np.ndarray, FileState]]) -> Iterator[EncodedBatch]:
+    def submit(batch: list[tuple[Path, np.ndarray, FileState, Any]]) -> Iterator[EncodedBatch]:
         if infer is None:
             yield _encode(encoder, batch)
             return
@@ -119,20 +186,9 @@ def encode_paths(
             yield encoding.popleft().result()
 
     try:
-
-        def refill() -> None:
-            while len(pending) < window:
-                path = next(todo, None)
-                if path is None:
-                    return
-                pending.append((path, pool.submit(_decode, path, encoder.pixels)))
-
-        refill()
-        batch: list[tuple[Path, np.ndarray, FileState]] = []
-        while pending:
-            path, future = pending.popleft()
-            refill()
-            result = future.result()
+        batch: list[tuple[Path, np.ndarray, FileState, Any]] = []
+        decode = lambda path: _decode(path, encoder.pixels, analyse)  # noqa: E731
+        for path, result in _ahead(pool, decode, (Path(p) for p in paths), window):
             if isinstance(result, Skipped):
                 yield result
                 continue
@@ -145,13 +201,16 @@ def encode_paths(
         while encoding:
             yield encoding.popleft().result()
     finally:
-        for _, future in pending:
-            future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
         if infer is not None:
             infer.shutdown(wait=True, cancel_futures=True)
 
 
-def _encode(encoder: ImageModel, batch: list[tuple[Path, np.ndarray, FileState]]) -> EncodedBatch:
-    paths, pixels, files = zip(*batch)
-    return EncodedBatch(paths=list(paths), vectors=encoder.encode(np.stack(pixels)), files=list(files))
+def _encode(encoder: ImageModel, batch: list[tuple[Path, np.ndarray, FileState, Any]]) -> EncodedBatch:
+    paths, pixels, files, analysed = zip(*batch)
+    return EncodedBatch(
+        paths=list(paths),
+        vectors=encoder.encode(np.stack(pixels)),
+        files=list(files),
+        analysed=list(analysed),
+    )

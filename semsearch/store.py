@@ -573,7 +573,9 @@ class Store:
         if not ids or not self.has_details:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self.db.execute(f"SELECT id, {', '.join(DETAIL_COLUMNS)} FROM images WHERE id IN ({marks})", ids)
+        rows = self.db.execute(
+            f"SELECT id, {', '.join(DETAIL_COLUMNS)} FROM images WHERE id IN ({marks})", ids
+        )
         return {row[0]: dict(zip(DETAIL_COLUMNS, row[1:])) for row in rows}
 
     def matching(

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from semsearch.errors import CollectionError
 from semsearch.index import VectorIndex, canonical_spec, create_index, index_class, names, resolve_spec
 from semsearch.index.auto import AutoIndex, default_ann
+from semsearch.index.local import SUBSET_SHARE, LocalIndex
 from semsearch.index.pruned import PrunedExactIndex
 
 DIM = 16
@@ -98,6 +99,45 @@ def check_answers(make, index, vectors: np.ndarray, ids: np.ndarray, q: np.ndarr
 
 
 # -- the suite every backend passes -----------------------------------------------------------------
+def check_among(index, vectors: np.ndarray, ids: np.ndarray, q: np.ndarray, allowed: np.ndarray, exact: bool):
+    """A search among `allowed` ids: only those come back, as many as there are up to k (padded after),
+    each with its true cosine; the brute-force answer over the allowed set where `exact`, else recall >= 0.9."""
+    got, scores = index.search(q, 10, allowed=np.r_[allowed, [-5, 10**7]])  # ids not held are ignored
+    kk = min(10, len(allowed))
+    assert np.isin(got[:, :kk], allowed).all()
+    assert np.all(got[:, kk:] == -1) and np.all(scores[:, kk:] == -np.inf)
+    position = {int(i): n for n, i in enumerate(ids)}
+    true = np.einsum("qd,qkd->qk", q, vectors[[[position[int(i)] for i in row] for row in got[:, :kk]]])
+    np.testing.assert_allclose(scores[:, :kk], true, atol=1e-4)
+    keep = np.isin(ids, allowed)
+    want = exact_topk(vectors[keep], ids[keep], q, kk)
+    if exact:
+        np.testing.assert_array_equal(got[:, :kk], want)
+    else:
+        assert recall(got[:, :kk], want) >= 0.9
+
+
+def test_search_among_allowed_ids(make, rng):
+    """Filters restrict the search itself: the k best *allowed* vectors, never fewer because the others
+    scored higher. Exact where the set is scored directly (small sets; every set with ScaNN, which has no
+    filter) or by an exact backend with the rest masked; HNSW's and Milvus's own filters are approximate,
+    as their searches are."""
+    base = unit(rng, 600)
+    ids = rng.permutation(10**6)[:600].astype(np.int64)
+    index = make()
+    index.add(ids, base)
+    q = unit(rng, 12)
+    for share in (0.005, 0.1, 0.5, 1.0):
+        allowed = np.sort(rng.choice(ids, max(1, int(share * len(ids))), replace=False))
+        direct = isinstance(index, LocalIndex) and (not index.filters or len(allowed) <= SUBSET_SHARE * 600)
+        check_among(index, base, ids, q, allowed, exact=make.exact or direct)
+    got, scores = index.search(q, 3, allowed=np.array([], dtype=np.int64))
+    assert got.shape == (12, 3) and np.all(got == -1) and np.all(scores == -np.inf)
+    index.remove(ids[:5])
+    got, _ = index.search(q[:1], 10, allowed=ids[:7])  # removed ids never come back
+    assert set(got[0].tolist()) == {*ids[5:7].tolist(), -1}
+
+
 def test_search_matches_brute_force(make, rng):
     base = unit(rng, 500)
     ids = rng.permutation(10**6)[:500].astype(np.int64)
@@ -431,6 +471,18 @@ def test_pruned_exact_search_is_exact_on_photo_features(photo_features, rng, tmp
     assert isinstance(back, PrunedExactIndex)
     np.testing.assert_array_equal(back.basis, idx.basis)  # restored, not refitted
     np.testing.assert_array_equal(back.search(q, 10)[0], want)
+
+
+def test_pruned_search_among_allowed_ids_is_exact_on_photo_features(photo_features, rng):
+    """The masked pruned search (allowed sets over SUBSET_SHARE) keeps pruning and stays exact."""
+    n = len(photo_features)
+    idx = PrunedExactIndex(photo_features.shape[1], fit_at=500)
+    idx.add(np.arange(n), photo_features)
+    assert idx.prunes
+    q = np.concatenate([photo_features[::97], unit(rng, 3, photo_features.shape[1])])
+    for share in (0.3, 0.6, 1.0):
+        allowed = np.sort(rng.choice(n, int(share * n), replace=False))
+        check_among(idx, photo_features, np.arange(n), q, allowed, exact=True)
 
 
 def test_pruned_exact_search_falls_back_where_the_bound_cannot_prune(rng):

@@ -88,8 +88,16 @@ class AutoIndex(LocalIndex):
         else:
             self.stage._removed(slots)
 
-    def _search_slots(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.stage._search_slots(queries, k)
+    @property
+    def filters(self) -> bool:  # type: ignore[override]
+        return self.stage.filters
+
+    def _search_slots(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if mask is None:
+            return self.stage._search_slots(queries, k)
+        return self.stage._search_slots(queries, k, mask)
 
     def state(self) -> dict[str, np.ndarray]:
         return {

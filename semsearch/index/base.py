@@ -1,9 +1,10 @@
 """The one interface every nearest-neighbour backend implements, and what they all share.
 
-Callers see ``add``, ``remove``, ``search``, ``ids``, ``len``, ``save`` and ``VectorIndex.load``; the checks
-that must not differ between backends (shapes, NaN/infinity, repeated ids, query normalisation, padding
-when k exceeds the size, the file format) live here once, and a backend implements only ``_add``,
-``_remove``, ``_search`` and its own state (``_arrays`` / ``_from_arrays``).
+Callers see ``add``, ``remove``, ``search`` (optionally among allowed ids only), ``ids``, ``len``, ``save``
+and ``VectorIndex.load``; the checks that must not differ between backends (shapes, NaN/infinity, repeated
+ids, query normalisation, padding when k exceeds the size, the file format) live here once, and a backend
+implements only ``_add``, ``_remove``, ``_search``, ``_search_among`` and its own state (``_arrays`` /
+``_from_arrays``).
 """
 
 from __future__ import annotations
@@ -126,13 +127,25 @@ class VectorIndex(ABC):
         norms = np.linalg.norm(q.astype(np.float64), axis=1, keepdims=True)  # float64: no overflow
         return (q / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Ids and cosine scores of the k nearest stored vectors, best first; (n, k) each for n queries.
-        Where fewer than k vectors are stored (or found), rows are padded with id -1 and score -inf."""
+        Where fewer than k vectors are stored (or found, or allowed), rows are padded with id -1 and score
+        -inf. `allowed`: search only among these ids (the photos a filter leaves; ids not held are
+        ignored), inside the search itself, never by searching more and dropping results."""
         q = self._queries(queries)
         k = int(k)
         if k < 0:
             raise ValueError("k must be >= 0")
+        if allowed is not None:
+            allowed = np.unique(np.asarray(allowed, dtype=np.int64).reshape(-1))
+            ids = np.full((len(q), k), -1, dtype=np.int64)
+            scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+            if k and len(q) and len(allowed) and len(self):
+                found, best = self._search_among(q, min(k, len(allowed), len(self)), allowed)
+                ids[:, : found.shape[1]], scores[:, : found.shape[1]] = found, best
+            return ids, scores
         if 0 < k <= len(self) and len(q):
             return self._search(q, k)
         nq, kk = len(q), min(k, len(self))
@@ -146,6 +159,13 @@ class VectorIndex(ABC):
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Unit float32 queries (at least one), 1 <= k <= len(self) -> ids (q, k) int64 and float32
         cosines (q, k), best first; id -1 / score -inf where the backend found fewer than k."""
+
+    @abstractmethod
+    def _search_among(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like `_search`, among the `allowed` ids only (unique int64, at least one; 1 <= k): ids and
+        scores (q, <= k), padded with -1 / -inf where fewer are held."""
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: Path) -> None:

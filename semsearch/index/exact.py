@@ -26,10 +26,13 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
 
 
-def scan(store: Slots, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force over every live slot of `store`: slots (q, k) and scores, best first."""
+def scan(
+    store: Slots, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force over every live slot of `store` (those `mask` allows): slots (q, k) and scores, best
+    first."""
     vecs = store.vecs[: store.high]
-    dead = store.slot_id[: store.high] < 0
+    dead = store.slot_id[: store.high] < 0 if mask is None else ~mask[: store.high]
     has_dead = bool(dead.any())
     q = len(queries)
     out_s = np.empty((q, k), dtype=np.int64)
@@ -47,6 +50,9 @@ class ExactIndex(LocalIndex):
     """Brute force: the store is the index."""
 
     name = "exact"
+    filters = True
 
-    def _search_slots(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return scan(self.store, queries, k)
+    def _search_slots(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return scan(self.store, queries, k, mask)

@@ -21,6 +21,7 @@ class HnswIndex(LocalIndex):
     """An HNSW graph over the store's vectors (``ef``: search breadth; ``threads``: -1 = all cores)."""
 
     name = "hnsw"
+    filters = True
     requires = ("hnswlib",)
     M = 24
     EF_CONSTRUCTION = 120
@@ -90,13 +91,22 @@ class HnswIndex(LocalIndex):
         self.slot_label[slots] = -1
 
     # -- search -----------------------------------------------------------------------------
-    def _search_slots(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_slots(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         self.index.set_ef(max(self.ef, k))
+        options: dict[str, Any] = {"num_threads": self.threads}
+        if mask is not None:  # hnswlib's filter calls back into Python: one thread, or it waits on the GIL
+            label_slot = self.label_slot
+            options = {
+                "num_threads": 1,
+                "filter": lambda label: label_slot[label] >= 0 and mask[label_slot[label]],
+            }
         try:
-            labels, dist = self.index.knn_query(queries, k=k, num_threads=self.threads)
+            labels, dist = self.index.knn_query(queries, k=k, **options)
         except RuntimeError:
-            # hnswlib could not gather k live neighbours (heavily deleted graph): be exact.
-            return scan(self.store, queries, k)
+            # hnswlib could not gather k live (allowed) neighbours (heavily deleted graph): be exact.
+            return scan(self.store, queries, k, mask)
         slots = self.label_slot[labels.astype(np.int64)]
         return slots, (1.0 - dist).astype(np.float32)
 

@@ -293,7 +293,12 @@ class MilvusIndex(VectorIndex):
                 self.client.delete(self.collection, ids=ids[a : a + self.BATCH].tolist())
         self._ids = np.setdiff1d(self._ids, ids)
 
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        among = {}
+        if allowed is not None:  # integers only: safe to spell out (Milvus Lite has no filter templates)
+            among = {"filter": f"id in [{','.join(map(str, allowed.tolist()))}]"}
         with self._calls():
             found = self.client.search(
                 self.collection,
@@ -301,6 +306,7 @@ class MilvusIndex(VectorIndex):
                 limit=k,
                 output_fields=["id"],
                 search_params={"metric_type": "IP", "params": {**self.search_params}},
+                **among,
             )
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -309,6 +315,12 @@ class MilvusIndex(VectorIndex):
             ids[row, : len(hits)] = [h["id"] for h in hits]
             scores[row, : len(hits)] = [h["distance"] for h in hits]
         return ids, scores
+
+    def _search_among(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Milvus filters inside its own search (an `id in [...]` expression over the primary key)."""
+        return self._search(queries, k, allowed)
 
     # -- persistence --------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:

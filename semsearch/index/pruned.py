@@ -82,31 +82,36 @@ class PrunedExactIndex(ExactIndex):
         else:
             self._project(slots, vectors)
 
-    def _candidates(self, queries: np.ndarray, k: int) -> Iterator[np.ndarray | None]:
-        """Per query, the slots whose bound reaches the floor (None where that is too many to gather)."""
+    def _candidates(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> Iterator[np.ndarray | None]:
+        """Per query, the slots whose bound reaches the floor (None where that is too many to gather);
+        with `mask`, among the slots it allows only."""
         st = self.store
         n = st.high
         q_coords = queries @ self.basis.T
         q_resid = _residual_norms(queries, q_coords)
         estimate = q_coords @ self.coords[:n].T  # (q, n): the projected part of every score
-        dead = st.slot_id[:n] < 0
+        dead = st.slot_id[:n] < 0 if mask is None else ~mask[:n]
         if dead.any():
-            estimate[:, dead] = -np.inf  # bounds of removed slots never reach a floor
-        seeds = min(len(st), max(2 * k, 32))
+            estimate[:, dead] = -np.inf  # bounds of removed (or masked) slots never reach a floor
+        seeds = min(n - int(dead.sum()), max(2 * k, 32))
         for query, row, r in zip(queries, estimate, q_resid):
             seed = np.argpartition(row, n - seeds)[n - seeds :]
             floor = np.partition(st.vecs[seed] @ query, seeds - k)[seeds - k]  # k real scores reach it
             candidates = np.flatnonzero(row + r * self.resid[:n] >= floor - self._SLACK)
             yield candidates if len(candidates) <= self.MAX_SCORED_FRACTION * n else None
 
-    def _search_slots(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_slots(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.basis is None or not self.prunes:
-            return scan(self.store, queries, k)
+            return scan(self.store, queries, k, mask)
         out_s = np.empty((len(queries), k), dtype=np.int64)
         out_v = np.empty((len(queries), k), dtype=np.float32)
-        for i, candidates in enumerate(self._candidates(queries, k)):
+        for i, candidates in enumerate(self._candidates(queries, k, mask)):
             if candidates is None:
-                out_s[i : i + 1], out_v[i : i + 1] = scan(self.store, queries[i : i + 1], k)
+                out_s[i : i + 1], out_v[i : i + 1] = scan(self.store, queries[i : i + 1], k, mask)
                 continue
             top, scores = topk((self.store.vecs[candidates] @ queries[i])[None], k)
             out_s[i], out_v[i] = candidates[top[0]], scores[0]

@@ -10,20 +10,34 @@ import bisect
 import errno
 import hashlib
 import os
+import re
 import stat
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semsearch.encoders.base import ImageModel
-from semsearch.errors import CollectionError, DecodeError, EmptyQueryError, ModelError
+from semsearch.errors import (
+    CollectionError,
+    DecodeError,
+    EmptyQueryError,
+    ModelError,
+    QueryError,
+    UnknownWordError,
+)
+from semsearch.metadata import describe
 from semsearch.paths import shown
 from semsearch.store import Store
 from semsearch.vectors import normalise
+
+if TYPE_CHECKING:
+    from semsearch.ocr import TextReader
+    from semsearch.query import Filters, Term
 
 #: The derived space text queries search for an image model without a text side of its own (the
 #: ImageNet CNN): image vectors mapped into the word space by ConSE or a trained head.
@@ -36,6 +50,10 @@ Progress = Callable[..., None]
 """Called as progress(done, total) while indexing, and progress(0, total, PREPARING) before a first-use
 model preparation (which takes about a minute, once per machine)."""
 PREPARING = "preparing the model (one time, about a minute)"
+READING_DETAILS = "reading photo details"
+READING_TEXT = "reading text in photos"
+#: Result orders: by score (best first), by date taken (oldest first), newest first.
+SORTS = ("score", "date", "newest")
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,7 @@ class Hit:
     path: str  # opens the file, even where the name is not UTF-8; `to_dict` shows it escaped
     score: float
     also: tuple[str, ...] = ()
+    details: Mapping[str, object] | None = None  # the catalog's detail columns (date taken, camera, place)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +75,7 @@ class Hit:
             "path": shown(self.path),
             "score": round(self.score, 6),
             "also": [shown(p) for p in self.also],
+            **describe(self.details),
         }
 
 
@@ -76,6 +96,9 @@ class IndexReport:
     removed: int = 0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     runtime: str = ""  # which runtime embedded this run's images, and why (empty when none was needed)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, what was ignored in its details)
+    details: int = 0  # images already embedded whose details were read this run (none re-embedded)
+    text_read: int = 0  # images whose text was recognised this run
 
     @property
     def skipped(self) -> int:
@@ -91,6 +114,9 @@ class IndexReport:
             "skipped": self.skipped,
             "skipped_files": [{"path": shown(p), "reason": r} for p, r in self.skipped_files],
             "runtime": self.runtime,
+            "notes": [{"path": shown(p), "note": n} for p, n in self.notes],
+            "details": self.details,
+            "text_read": self.text_read,
         }
 
 
@@ -253,15 +279,20 @@ class Collection:
         paths: Iterable[str | Path] | None = None,
         progress: Progress | None = None,
         batch_size: int = 32,
+        ocr: bool | None = None,
     ) -> IndexReport:
-        """Make the collection match `folder`: embed new and changed images, drop deleted ones.
+        """Make the collection match `folder`: embed new and changed images, drop deleted ones, and read
+        each photo's details (date taken, camera, place, size) from the bytes the embedding reads. With
+        `ocr` (remembered by the collection; None: as before), the text in photos is recognised too.
 
         With `paths` (what a watcher saw change: files or folders, present or gone), only those paths and
         what lies inside them are looked at, with the same rules: a big tree is not walked again for a
         few new photos. Work is committed batch by batch, so an interrupted run keeps what it finished
-        and the next run picks up the rest.
+        and the next run picks up the rest. Images embedded before details (or text) existed get them
+        from their files without being embedded again.
         """
         from semsearch.media import SUPPORTED_SUFFIXES
+        from semsearch.metadata import extract
         from semsearch.pipeline import EncodedBatch, encode_paths
 
         if not self.store.writable:
@@ -274,6 +305,7 @@ class Collection:
             raise CollectionError(f"folder {folder} does not exist or is not a directory")
         self._claim_model()
         tops = [str(folder)] if paths is None else visible_tops(folder, paths, skip=self.root)
+        reader = self._text_reader(ocr)
         report = IndexReport()
         records, known_bad = self.store.records(), self.store.skipped()
         seen: set[str] = set()
@@ -323,20 +355,35 @@ class Collection:
         if to_embed:
             self.model.runtime  # noqa: B018 -- prepares the model on first use on this machine
             report.runtime = self.model.describe_runtime()
-            for item in encode_paths([Path(p) for p in to_embed], self.model, batch_size=batch_size):
+
+            def analyse(path: Path, data: bytes, file) -> tuple:
+                return extract(data, file.mtime_ns), reader.read(data) if reader is not None else None
+
+            embedded = encode_paths(
+                [Path(p) for p in to_embed], self.model, batch_size=batch_size, analyse=analyse
+            )
+            for item in embedded:
                 # Recorded: the hash, size and mtime of the bytes that were decoded (read once in the
                 # pipeline), not the scan's, so a file that changed meanwhile is recorded as embedded.
                 if isinstance(item, EncodedBatch):
                     first = self.store.append_vectors(item.vectors)
-                    rows = []
-                    for offset, (path, file) in enumerate(zip(map(str, item.paths), item.files)):
+                    rows, details, texts = [], {}, []
+                    for offset, (path, file, (meta, text)) in enumerate(
+                        zip(map(str, item.paths), item.files, item.analysed)
+                    ):
                         label = to_embed[path][0].label
                         rows.append((path, file.size, file.mtime_ns, file.sha256, label, first + offset))
+                        details[path] = meta.columns()
+                        report.notes.extend((path, note) for note in meta.notes)
+                        texts.append(text)
                         if path in records:
                             report.updated += 1
                         else:
                             report.added += 1
-                    self.store.upsert(rows)
+                    ids = self.store.upsert(rows, details)
+                    if reader is not None:
+                        self.store.set_text(zip(ids, texts))
+                        report.text_read += len(ids)
                     done += len(item.paths)
                 else:
                     path = str(item.path)
@@ -348,9 +395,81 @@ class Collection:
                     done += 1
                 if progress:
                     progress(done, total)
+        self._fill_in(seen, reader, report, progress)
         self.store.compact()
         self.save_index()
         return report
+
+    def _text_reader(self, ocr: bool | None) -> TextReader | None:
+        """The OCR reader this run uses: asked for now (and remembered), or as the collection recorded."""
+        from semsearch.errors import SettingError
+        from semsearch.ocr import ENGINE, TextReader
+
+        if ocr is None:
+            ocr = bool(self.store.meta().get("ocr"))
+        elif ocr:
+            reason = TextReader.unavailable()
+            if reason:
+                raise SettingError(reason)
+        if ocr != bool(self.store.meta().get("ocr")):
+            self.store.set_meta(ocr=ENGINE if ocr else "")
+        return TextReader() if ocr else None
+
+    #: Images whose late details or text are committed together.
+    FILL_BATCH = 64
+
+    def _fill_in(
+        self, seen: set[str], reader: TextReader | None, report: IndexReport, progress: Progress | None
+    ) -> None:
+        """Read the details (and, with `reader`, the text) of images embedded without them (by an older
+        semsearch, or moved here), from their files and without embedding them again. A file whose
+        content changed since it was embedded is left for the next run, which embeds it anew."""
+        from semsearch.metadata import VERSION, extract
+        from semsearch.pipeline import Skipped, analyse_paths
+
+        todo: dict[str, tuple[object, bool, bool]] = {
+            r.path: (r, True, False) for r in self.store.missing_details(VERSION) if r.path in seen
+        }
+        if reader is not None:
+            for r in self.store.missing_text():
+                if r.path in seen:
+                    todo[r.path] = (r, r.path in todo, True)
+        if not todo:
+            return
+        stage = READING_TEXT if reader is not None and any(t[2] for t in todo.values()) else READING_DETAILS
+
+        def analyse(path: Path, data: bytes, file) -> tuple:
+            _, details, text = todo[str(path)]
+            return (
+                extract(data, file.mtime_ns) if details else None,
+                reader.read(data) if text and reader is not None else None,
+            )
+
+        details, texts = [], []
+
+        def commit() -> None:
+            self.store.set_details(details)
+            self.store.set_text(texts)
+            report.details += len(details)
+            report.text_read += len(texts)
+            details.clear()
+            texts.clear()
+
+        for done, item in enumerate(analyse_paths(list(todo), analyse), start=1):
+            if not isinstance(item, Skipped):
+                path, file, (meta, text) = item
+                record = todo[str(path)][0]
+                if file.sha256 == record.sha256:
+                    if meta is not None:
+                        details.append((record.id, meta.columns()))
+                        report.notes.extend((str(path), note) for note in meta.notes)
+                    if text is not None:
+                        texts.append((record.id, text))
+            if len(details) + len(texts) >= self.FILL_BATCH:
+                commit()
+            if progress:
+                progress(done, len(todo), stage)
+        commit()
 
     def _reuse_moved(
         self, gone: list[str], to_embed: dict[str, tuple[_Candidate, str]], records: dict, report: IndexReport
@@ -482,12 +601,20 @@ class Collection:
         return {name: rows[0] for name, rows in self.model.encode(decoded[None]).items()}, None
 
     def similar(
-        self, image: str | Path | bytes | int, k: int = 10, focus: str | int | None = None
+        self,
+        image: str | Path | bytes | int,
+        k: int = 10,
+        focus: str | int | None = None,
+        *,
+        filters: Filters | None = None,
+        sort: str = "score",
     ) -> list[Hit]:
         """Nearest images to a photo; with `focus` (a class or a word for a group of classes such as 'dog'),
-        features are re-weighted by that class's or group's classifier weights."""
+        features are re-weighted by that class's or group's classifier weights. `filters` restrict the
+        search to the photos they allow; `sort` orders the k found (SORTS)."""
         from semsearch.classes import resolve_group
 
+        _check_sort(sort)
         k = self._clamp(k)
         group = None if focus is None else resolve_group(focus)
         if group is not None and self.model.classifier() is None:
@@ -499,13 +626,33 @@ class Collection:
         features = vectors[self.image_space]
         if not k:
             return []
+        allowed = self._allowed(filters)
         depth = self._depth(k + 1)
         if group is None:
-            ids, scores = self.vector_index(self.image_space).search(features[None], depth)
-            pairs = zip(ids[0].tolist(), scores[0].tolist(), strict=True)
+            pairs = self._nearest(self.image_space, features, depth, allowed)
         else:
-            pairs = self._focus_search(features, group.classes, depth)
-        return self._hits(((i, s) for i, s in pairs if i >= 0 and i != own), k, own)
+            pairs = self._focus_search(features, group.classes, depth, allowed)
+        return _sorted(self._hits(((i, s) for i, s in pairs if i != own), k, own), sort)
+
+    def _allowed(self, filters: Filters | None) -> np.ndarray | None:
+        """Ids the filters allow (from the catalog), or None for no filters."""
+        return self.store.matching(filters) if filters else None
+
+    def _nearest(
+        self, space: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None, also=()
+    ) -> list[tuple[int, float]]:
+        """(id, cosine) of the k nearest allowed images in a space, best first, followed by the cosines of
+        the images in `also` (the ones text in photos matched) that are not among them."""
+        if not k:
+            return []
+        index = self.vector_index(space)
+        ids, scores = index.search(vector[None], k, allowed=allowed)
+        pairs = [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0]
+        more = np.setdiff1d(np.asarray(list(also), dtype=np.int64), ids[0])
+        if len(more):
+            ids, scores = index.search(vector[None], len(more), allowed=more)
+            pairs += [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0]
+        return pairs
 
     def neighbour_graph(self, progress: Progress | None = None):
         """Every photo's nearest others in the image space, from the saved index (the costly part of
@@ -543,7 +690,7 @@ class Collection:
         return min(k, self.store.count())
 
     def _focus_search(
-        self, features: np.ndarray, classes: tuple[int, ...], k: int
+        self, features: np.ndarray, classes: tuple[int, ...], k: int, allowed: np.ndarray | None = None
     ) -> list[tuple[int, float]]:
         """Class-conditioned search: weight every feature by the focus's classifier weights, then cosine.
 
@@ -557,10 +704,14 @@ class Collection:
         assert classifier is not None
         weights = classifier[0][list(classes)].max(axis=0)
         snap = self.store.snapshot([self.image_space])
-        database = normalise(snap.vectors[self.image_space] * weights)
+        vectors, ids = snap.vectors[self.image_space], snap.ids
+        if allowed is not None:  # the allowed rows only: the others are never scored
+            keep = np.isin(ids, allowed)
+            vectors, ids = vectors[keep], ids[keep]
+        database = normalise(vectors * weights)
         scores = database @ normalise(features * weights)
         top = np.argsort(-scores)[:k]
-        return [(int(snap.ids[i]), float(scores[i])) for i in top]
+        return [(int(ids[i]), float(scores[i])) for i in top]
 
     def _depth(self, k: int) -> int:
         """How many neighbours to fetch for `k` results: byte-identical copies fold into one result, so
@@ -590,7 +741,19 @@ class Collection:
             hits.append(Hit(rank=len(hits) + 1, id=image_id, path=path, score=float(score), also=also))
             if len(hits) == k:
                 break
-        return hits
+        details = self.store.details_of([h.id for h in hits])
+        return [replace(h, details=details.get(h.id)) for h in hits]
+
+    def image_details(self, image_id: int) -> dict[str, object]:
+        """What the catalog knows of a photo besides its path: date taken, camera, position, size, and
+        the text recognised in it (None where recognition never ran)."""
+        columns = self.store.details_of([image_id]).get(image_id) or {}
+        return {
+            **describe(columns),
+            "width": columns.get("width"),
+            "height": columns.get("height"),
+            "text": self.store.text_of(image_id),
+        }
 
     # --- the joint image-word space (ConSE by default, or a trained head) --------------------------
     @cached_property
@@ -668,21 +831,25 @@ class Collection:
 
         return combine(parse_query(query, allow_paths=allow_paths), embed), notes
 
-    def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
-        """Images nearest to a joint-space vector."""
+    def search_vector(self, vector: np.ndarray, k: int = 10, allowed: np.ndarray | None = None) -> list[Hit]:
+        """Images nearest to a joint-space vector (among the `allowed` ids)."""
         k = self._clamp(k)
         if not k:
             return []
-        ids, scores = self.vector_index(self.text_space).search(vector[None], self._depth(k))
-        return self._hits(
-            ((i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0), k
-        )
+        return self._hits(self._nearest(self.text_space, vector, self._depth(k), allowed), k)
 
     #: Scores under which a text search's results are no good match, per kind of score: the 10th
     #: percentile of the best real match's score on caltech-dev (each class's name, each two-object
     #: query; `python bench/phrases.py` measures them), so nine queries in ten with a real match keep
     #: it. A model with a text side of its own has no calibration here: nothing is cut.
-    MIN_SCORES = {"cosine": 0.38, "concepts": 0.01, "native": 0.0}
+    MIN_SCORES = {"cosine": 0.38, "concepts": 0.01, "native": 0.0, "text": 0.0}
+
+    #: What a photo gains when text recognised in it contains the query's words: this times the share of
+    #: the query's content words found. Added to a cosine or soft-AND score (both at most 1), so a photo
+    #: showing every word of the query outranks photos that only look like it, while a photo with no
+    #: recognised words keeps its score (a query no photo's text matches ranks as if there were no OCR).
+    #: Measured with `python bench/ocr.py`.
+    TEXT_WEIGHT = 0.5
 
     def search(
         self,
@@ -692,27 +859,44 @@ class Collection:
         min_score: float | None = None,
         *,
         allow_paths: bool = True,
+        sort: str = "score",
     ) -> list[Hit]:
         """Text → images (words, descriptions, mixed text/image queries) in the text-searched space.
 
         A description (one text term) naming several concepts ranks photos by all of them at once
-        (concepts.py). Results scoring under `min_score` (default: MIN_SCORES for the kind of score)
-        are dropped. `notes` collects what the user should know: unknown words, concepts no photo
+        (concepts.py). Filters in the query (``after:2019 in:Trips camera:canon near:48.8,2.3,5km``)
+        restrict the index search to the photos they allow; filters alone list those photos by date.
+        Photos whose recognised text contains the query's words are lifted (TEXT_WEIGHT). Results scoring
+        under `min_score` (default: MIN_SCORES for the kind of score) are dropped; `sort` orders what is
+        kept (SORTS). `notes` collects what the user should know: unknown words, concepts no photo
         shows, and that nothing matched well. Without `allow_paths` (a server), image terms can only be
         indexed ids: no file is ever read.
         """
-        from semsearch.query import parse_query
+        from semsearch.query import parse_query, split_filters
 
+        _check_sort(sort)
         notes = [] if notes is None else notes
-        terms = parse_query(query, allow_paths=allow_paths)
-        found = None
-        if len(terms) == 1 and terms[0].text is not None and terms[0].weight > 0 and not self.native_text:
-            found = self._describe(terms[0].text, k, notes)
-        if found is None:
-            vector, more = self.encode_query(query, allow_paths=allow_paths)
-            notes.extend(more)
-            found = self.search_vector(vector, k), "native" if self.native_text else "cosine"
-        hits, kind = found
+        text, filters = split_filters(query)
+        allowed = self._allowed(filters)
+        if filters and not text:
+            return self._by_date(filters, k, sort)
+        terms = parse_query(text, allow_paths=allow_paths)
+        k = self._clamp(k)
+        if not k:
+            return []
+        words = self._words_in_photos(terms, allowed)
+        try:
+            pairs, kind = self._semantic(text, terms, k, notes, allowed, words, allow_paths)
+        except UnknownWordError as exc:
+            if not words:
+                raise
+            notes.append(str(exc))
+            pairs, kind = [(i, 0.0) for i in words], "text"
+        if words:
+            pairs = sorted(
+                ((i, s + self.TEXT_WEIGHT * words.get(i, 0.0)) for i, s in pairs), key=lambda p: -p[1]
+            )
+        hits = self._hits(pairs, k)
         cut = self.MIN_SCORES[kind] if min_score is None else min_score
         kept = [h for h in hits if cut <= 0 or h.score >= cut]  # 0 keeps all (cosines may be negative)
         if hits and not kept:
@@ -720,14 +904,61 @@ class Collection:
                 f"no photo matches {shown(query)!r} well (best score {hits[0].score:.3f} is under "
                 f"{cut:g}); --min-score 0 shows the nearest anyway"
             )
-        return kept
+        return _sorted(kept, sort)
+
+    def _semantic(
+        self,
+        text: str,
+        terms: list[Term],
+        k: int,
+        notes: list[str],
+        allowed: np.ndarray | None,
+        also: Mapping[int, float],
+        allow_paths: bool,
+    ) -> tuple[list[tuple[int, float]], str]:
+        """(id, score) of the k best allowed photos for the query's meaning (and the scores of the `also`
+        photos), best first, and the kind of score."""
+        if len(terms) == 1 and terms[0].text is not None and terms[0].weight > 0 and not self.native_text:
+            found = self._describe(terms[0].text, k, notes, allowed, also)
+            if found is not None:
+                return found
+        vector, more = self.encode_query(text, allow_paths=allow_paths)
+        notes.extend(more)
+        kind = "native" if self.native_text else "cosine"
+        return self._nearest(self.text_space, vector, self._depth(k), allowed, also), kind
+
+    def _words_in_photos(self, terms: list[Term], allowed: np.ndarray | None) -> dict[int, float]:
+        """{id: share of the query's content words found in the photo's recognised text} (positive text
+        terms; stop words left out), for the allowed photos with any."""
+        from semsearch.encoders.words import stop_words
+
+        stops = stop_words()
+        words = [
+            w
+            for term in terms
+            if term.text is not None and term.weight > 0
+            for w in re.findall(r"\w+", term.text.lower())
+            if w not in stops
+        ]
+        words = list(dict.fromkeys(words))
+        if not words:
+            return {}
+        return {i: n / len(words) for i, n in self.store.text_matches(words, allowed).items()}
+
+    def _by_date(self, filters: Filters, k: int, sort: str) -> list[Hit]:
+        """Every photo the filters allow, newest first (oldest first for sort 'date'), k of them; score 0."""
+        ids = self.store.matching(filters, newest_first=sort != "date", limit=self._clamp(k))
+        return self._hits(((int(i), 0.0) for i in ids), len(ids))
 
     #: A description is ranked among the union of each concept's nearest photos, at least this many.
     CANDIDATES = 2000
 
-    def _describe(self, text: str, k: int, notes: list[str]) -> tuple[list[Hit], str] | None:
-        """Hits for a description of several concepts and the kind of their scores ("concepts", or
-        "cosine" when one concept is left); None when it has fewer than two known concepts."""
+    def _describe(
+        self, text: str, k: int, notes: list[str], allowed: np.ndarray | None = None, also=()
+    ) -> tuple[list[tuple[int, float]], str] | None:
+        """(id, score) of the k best allowed photos for a description of several concepts (and of the
+        `also` photos), best first, and the kind of their scores ("concepts", or "cosine" when one concept
+        is left); None when it has fewer than two known concepts."""
         from semsearch import concepts
         from semsearch.encoders.joint import class_vectors, softmax
         from semsearch.errors import UnknownWordError
@@ -743,23 +974,25 @@ class Collection:
             known[concept] = vector
         if len(known) < 2:
             return None
-        k = self._clamp(k)
-        if not k:
-            return [], "concepts"
         snap = self.store.snapshot([])
         index = self.vector_index(self.text_space)
         depth = min(len(snap), max(self.CANDIDATES, 50 * k))
-        found = index.search(np.stack(list(known.values())), depth)[0].ravel()
-        ids = np.unique(found[found >= 0])
+        found = index.search(np.stack(list(known.values())), depth, allowed=allowed)[0].ravel()
+        ids = np.union1d(found[found >= 0], np.asarray(list(also), dtype=np.int64))
         rows = snap.rows[np.isin(snap.ids, ids)]
         ids = snap.ids[np.isin(snap.ids, ids)]
         probabilities = softmax(self.store.vectors_at("logits", rows))
         ranking = concepts.rank(list(known), list(known.values()), class_vectors(self.space), probabilities)
         notes.extend(f"no photo here shows {c!r}: left out of the search" for c in ranking.left_out)
         if ranking.scores is None:  # one concept left: rank by its cosine, as for a single word
-            return self.search_vector(known[ranking.used[0]], k), "cosine"
-        top = np.argsort(-ranking.scores, kind="stable")[: self._depth(k)]
-        return self._hits(((int(ids[i]), float(ranking.scores[i])) for i in top), k), "concepts"
+            return self._nearest(
+                self.text_space, known[ranking.used[0]], self._depth(k), allowed, also
+            ), "cosine"
+        order = np.argsort(-ranking.scores, kind="stable")
+        extra = np.isin(ids[order], np.asarray(list(also), dtype=np.int64))
+        depth = self._depth(k)
+        top = np.r_[order[:depth], order[depth:][extra[depth:]]]  # the best, then the photos text matched
+        return [(int(ids[i]), float(ranking.scores[i])) for i in top], "concepts"
 
     def tags(self, image: str | Path | bytes | int, k: int = 10) -> list[tuple[str, float]]:
         """Words that describe an image: class and group names ('German shepherd', 'dog') grounded in its
@@ -788,6 +1021,7 @@ class Collection:
         return {
             "db": str(self.root),
             "images": self.store.count(),
+            "ocr": meta.get("ocr") or None,
             "model": meta.get("image_model"),
             "model_name": self.model_name,
             "spaces": [s.name for s in self.model.spaces],
@@ -795,3 +1029,21 @@ class Collection:
             "vectors": meta.get(VECTORS_KEY, DEFAULT_VECTORS),
             "runtime": self.model.describe_runtime(),
         }
+
+
+def _check_sort(sort: str) -> None:
+    if sort not in SORTS:
+        raise QueryError(f"unknown sort {sort[:20]!r}: one of {', '.join(SORTS)}")
+
+
+def _sorted(hits: list[Hit], sort: str) -> list[Hit]:
+    """Hits in the order asked for, ranked anew: by score as found, or by date taken (undated last)."""
+    if sort == "score":
+        return hits
+    dated = [h for h in hits if h.details and h.details.get("taken") is not None]
+    undated = [h for h in hits if h not in dated]
+    dated.sort(key=lambda h: h.details["taken"], reverse=sort == "newest")  # type: ignore[index]
+    return [
+        Hit(rank=rank, id=h.id, path=h.path, score=h.score, details=h.details)
+        for rank, h in enumerate(dated + undated, start=1)
+    ]

@@ -17,15 +17,16 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Literal, TypeVar
 
 from PIL import Image
 
 #: Bumped when extraction learns something new, so existing rows are read again (lazily) on the next run.
 VERSION = 1
+_EPOCH = datetime(1970, 1, 1)
 
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _DATE_TAKEN, _OFFSET_TAKEN, _MAKE, _MODEL, _ORIENTATION = 36867, 36881, 271, 272, 274
@@ -58,6 +59,48 @@ class PhotoMetadata:
         if model.lower().startswith(make.lower()):
             return model or None
         return f"{make} {model}".strip() or None
+
+    def columns(self) -> dict[str, object]:
+        """The catalog's detail columns (`semsearch.store.DETAIL_COLUMNS`) for this photo."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "taken": wall_seconds(self.taken),
+            "taken_offset": self.taken_offset,
+            "taken_source": self.taken_source,
+            "camera_make": self.camera_make,
+            "camera_model": self.camera_model,
+            "lat": self.lat,
+            "lon": self.lon,
+            "details": VERSION,
+        }
+
+
+def wall_seconds(moment: datetime) -> int:
+    """A naive wall-clock time as the catalog stores it: seconds since 1970-01-01 00:00 of the same clock."""
+    return int((moment - _EPOCH).total_seconds())
+
+
+def describe(columns: Mapping[str, object] | None) -> dict[str, object]:
+    """What results show of a photo's stored details (every key present, None where unknown): the date
+    taken in ISO 8601 (with its UTC offset where known) and where it came from, camera, [lat, lon]."""
+    columns = columns or {}
+    taken, offset = columns.get("taken"), columns.get("taken_offset")
+    when = None
+    if isinstance(taken, int):
+        moment = _EPOCH + timedelta(seconds=taken)
+        if isinstance(offset, int):
+            moment = moment.replace(tzinfo=timezone(timedelta(minutes=offset)))
+        when = moment.isoformat()
+    make, model = columns.get("camera_make"), columns.get("camera_model")
+    camera = PhotoMetadata(_EPOCH, "file", camera_make=make, camera_model=model).camera  # type: ignore[arg-type]
+    lat, lon = columns.get("lat"), columns.get("lon")
+    return {
+        "taken": when,
+        "taken_from": columns.get("taken_source"),
+        "camera": camera,
+        "gps": [round(lat, 6), round(lon, 6)] if lat is not None and lon is not None else None,  # type: ignore[arg-type]
+    }
 
 
 def file_time(mtime_ns: int) -> tuple[datetime, int]:

@@ -36,13 +36,13 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semsearch.errors import CollectionError
+from semsearch.metadata import wall_seconds
 from semsearch.paths import sweep_temporaries
 
 if TYPE_CHECKING:
@@ -65,7 +65,6 @@ DETAIL_COLUMNS = (
     "details",
 )
 EARTH_RADIUS_KM = 6371.0088
-_EPOCH = datetime(1970, 1, 1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -396,14 +395,15 @@ class Store:
         self,
         records: Iterable[tuple[str, int, int, str, str | None, int]],
         details: Mapping[str, Mapping[str, object]] | None = None,
-    ) -> None:
+    ) -> list[int]:
         """Insert images (path, size, mtime_ns, sha256, label, row) in one transaction, with the details
-        (DETAIL_COLUMNS values) given for their paths.
+        (DETAIL_COLUMNS values) given for their paths; returns their new ids, in order.
 
         A re-embedded path gets a fresh id (ids are never reused), so indexes keyed by id see it as a
         removal plus an addition and never keep a stale vector under a live id.
         """
         details = details or {}
+        ids: list[int] = []
         with self.transaction() as db:
             for path, size, mtime_ns, sha256, label, row in records:
                 key = _to_sql(path)
@@ -413,8 +413,10 @@ class Store:
                     (key, size, mtime_ns, sha256, _to_sql(label), row),
                 )
                 db.execute("DELETE FROM skipped WHERE path = ?", (key,))
+                ids.append(int(cursor.lastrowid))
                 if path in details:
-                    self._write_details(cursor.lastrowid, details[path])
+                    self._write_details(ids[-1], details[path])
+        return ids
 
     def _write_details(self, image_id: int, values: Mapping[str, object]) -> None:
         unknown = set(values) - set(DETAIL_COLUMNS)
@@ -637,16 +639,6 @@ class Store:
             keep = set(np.asarray(allowed).tolist())
             counts = {i: n for i, n in counts.items() if i in keep}
         return counts
-
-
-def wall_seconds(moment: datetime) -> int:
-    """A naive wall-clock time as stored in `taken`: seconds since 1970-01-01 00:00 of the same clock."""
-    return int((moment - _EPOCH).total_seconds())
-
-
-def wall_time(seconds: int) -> datetime:
-    """The inverse of `wall_seconds`."""
-    return _EPOCH + timedelta(seconds=seconds)
 
 
 def _like(text: str) -> str:

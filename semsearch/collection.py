@@ -845,11 +845,12 @@ class Collection:
     MIN_SCORES = {"cosine": 0.38, "concepts": 0.01, "native": 0.0, "text": 0.0}
 
     #: What a photo gains when text recognised in it contains the query's words: this times the share of
-    #: the query's content words found. Added to a cosine or soft-AND score (both at most 1), so a photo
-    #: showing every word of the query outranks photos that only look like it, while a photo with no
-    #: recognised words keeps its score (a query no photo's text matches ranks as if there were no OCR).
-    #: Measured with `python bench/ocr.py`.
-    TEXT_WEIGHT = 0.5
+    #: the query's content words found. Added to a cosine or soft-AND score (both at most 1, and a
+    #: confident photo of a class scores ~0.95 for its name), so a photo showing every word of the query
+    #: ranks above photos that only look like it, one showing half of them gains half as much, and a
+    #: photo with no recognised words keeps its score: a query no photo's text matches ranks exactly as
+    #: without OCR. `python bench/ocr.py` measures the ranks this gives.
+    TEXT_WEIGHT = 1.0
 
     def search(
         self,

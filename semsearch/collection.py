@@ -12,9 +12,10 @@ import hashlib
 import os
 import re
 import stat
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -744,6 +745,34 @@ class Collection:
         details = self.store.details_of([h.id for h in hits])
         return [replace(h, details=details.get(h.id)) for h in hits]
 
+    #: Most photo positions `facets` returns (evenly sampled beyond), so the answer stays small.
+    MAX_PLACES = 5000
+    #: A date histogram spanning more months than this counts years.
+    MONTHS_SHOWN = 36
+
+    def facets(self, filters: Filters | None = None) -> dict[str, object]:
+        """An overview of the photos the filters allow: how many, a histogram of their dates taken (by
+        month, or by year over longer spans), their positions, and their cameras with counts."""
+        from semsearch.metadata import wall_time
+
+        columns = ("id", "taken", "camera_make", "camera_model", "lat", "lon")
+        rows = self.store.details_matching(filters, columns)
+        taken = sorted(wall_time(r[1]) for r in rows if r[1] is not None)
+        places = [
+            {"id": r[0], "lat": round(r[4], 6), "lon": round(r[5], 6)} for r in rows if r[4] is not None
+        ]
+        step = max(1, -(-len(places) // self.MAX_PLACES))
+        cameras = Counter(
+            describe({"camera_make": r[2], "camera_model": r[3]})["camera"] for r in rows if r[2] or r[3]
+        )
+        return {
+            "count": len(rows),
+            "dates": _histogram(taken, self.MONTHS_SHOWN),
+            "places": places[::step],
+            "places_total": len(places),
+            "cameras": [{"camera": name, "count": n} for name, n in cameras.most_common(100)],
+        }
+
     def image_details(self, image_id: int) -> dict[str, object]:
         """What the catalog knows of a photo besides its path: date taken, camera, position, size, and
         the text recognised in it (None where recognition never ran)."""
@@ -1030,6 +1059,28 @@ class Collection:
             "vectors": meta.get(VECTORS_KEY, DEFAULT_VECTORS),
             "runtime": self.model.describe_runtime(),
         }
+
+
+def _histogram(taken: list[datetime], months_shown: int) -> dict[str, object]:
+    """Counts of sorted dates per month (or per year over spans longer than `months_shown`), every period
+    from the first to the last, each with its start and (exclusive) end as filters write them."""
+    if not taken:
+        return {"unit": "year", "bins": []}
+    first, last = taken[0], taken[-1]
+    span = (last.year - first.year) * 12 + last.month - first.month
+    by_month = span < months_shown
+    period = (lambda d: d.year * 12 + d.month - 1) if by_month else (lambda d: d.year * 12)
+    width = 1 if by_month else 12
+    counts = Counter(period(d) for d in taken)
+
+    def label(p: int) -> str:
+        return f"{p // 12:04d}-{p % 12 + 1:02d}" if by_month else f"{p // 12:04d}"
+
+    bins = [
+        {"start": label(p), "end": label(p + width), "count": counts.get(p, 0)}
+        for p in range(period(first), period(last) + 1, width)
+    ]
+    return {"unit": "month" if by_month else "year", "bins": bins}
 
 
 def _check_sort(sort: str) -> None:

@@ -26,7 +26,7 @@ from PIL import Image
 
 #: Bumped when extraction learns something new, so existing rows are read again (lazily) on the next run.
 VERSION = 1
-_EPOCH = datetime(1970, 1, 1)
+EPOCH = datetime(1970, 1, 1)
 
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _DATE_TAKEN, _OFFSET_TAKEN, _MAKE, _MODEL, _ORIENTATION = 36867, 36881, 271, 272, 274
@@ -78,7 +78,12 @@ class PhotoMetadata:
 
 def wall_seconds(moment: datetime) -> int:
     """A naive wall-clock time as the catalog stores it: seconds since 1970-01-01 00:00 of the same clock."""
-    return int((moment - _EPOCH).total_seconds())
+    return int((moment - EPOCH).total_seconds())
+
+
+def wall_time(seconds: int) -> datetime:
+    """The inverse of `wall_seconds`."""
+    return EPOCH + timedelta(seconds=seconds)
 
 
 def describe(columns: Mapping[str, object] | None) -> dict[str, object]:
@@ -88,12 +93,12 @@ def describe(columns: Mapping[str, object] | None) -> dict[str, object]:
     taken, offset = columns.get("taken"), columns.get("taken_offset")
     when = None
     if isinstance(taken, int):
-        moment = _EPOCH + timedelta(seconds=taken)
+        moment = wall_time(taken)
         if isinstance(offset, int):
             moment = moment.replace(tzinfo=timezone(timedelta(minutes=offset)))
         when = moment.isoformat()
     make, model = columns.get("camera_make"), columns.get("camera_model")
-    camera = PhotoMetadata(_EPOCH, "file", camera_make=make, camera_model=model).camera  # type: ignore[arg-type]
+    camera = PhotoMetadata(EPOCH, "file", camera_make=make, camera_model=model).camera  # type: ignore[arg-type]
     lat, lon = columns.get("lat"), columns.get("lon")
     return {
         "taken": when,

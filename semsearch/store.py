@@ -585,33 +585,29 @@ class Store:
     ) -> np.ndarray:
         """Ids of the images the filters allow (int64, ascending; or by date taken with `newest_first`
         True/False, `limit` of them). One query; a place is refined by great-circle distance."""
-        self._need_details()
-        where, params = ["1"], []
-        if filters.after is not None:
-            where.append("taken >= ?")
-            params.append(wall_seconds(filters.after))
-        if filters.before is not None:
-            where.append("taken < ?")
-            params.append(wall_seconds(filters.before))
-        if filters.folders:
-            where.append("(" + " OR ".join(["'/' || path LIKE ? ESCAPE '\\'"] * len(filters.folders)) + ")")
-            params.extend(f"%/{_like(name.strip('/'))}/%" for name in filters.folders)
-        if filters.cameras:
-            camera = "COALESCE(camera_make, '') || ' ' || COALESCE(camera_model, '')"
-            where.append("(" + " OR ".join([f"{camera} LIKE ? ESCAPE '\\'"] * len(filters.cameras)) + ")")
-            params.extend(f"%{_like(name)}%" for name in filters.cameras)
-        if filters.near is not None:
-            box, box_params = _bounding_box(filters.near)
-            where.append(box)
-            params.extend(box_params)
         order = "id" if newest_first is None else f"taken {'DESC' if newest_first else 'ASC'}, id"
-        sql = f"SELECT id, lat, lon FROM images WHERE {' AND '.join(where)} ORDER BY {order}"
-        rows = self.db.execute(sql, params).fetchall()
+        rows = self.details_matching(filters, ("id",), order)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        if filters.near is not None and len(rows):
-            places = np.array([(r[1], r[2]) for r in rows], dtype=np.float64)
-            ids = ids[distance_km(filters.near, places) <= filters.near.radius_km]
         return ids[:limit] if limit is not None else ids
+
+    def details_matching(
+        self, filters: Filters | None, columns: Sequence[str], order: str = "id"
+    ) -> list[tuple]:
+        """Rows of `columns` (id or DETAIL_COLUMNS) of every image the filters allow (all: None)."""
+        self._need_details()
+        unknown = set(columns) - {"id", *DETAIL_COLUMNS}
+        if unknown:
+            raise ValueError(f"not catalog columns: {sorted(unknown)}")
+        where, params = _conditions(filters) if filters else (["1"], [])
+        near = filters.near if filters else None
+        wanted = [*columns, "lat", "lon"] if near is not None else list(columns)
+        sql = f"SELECT {', '.join(wanted)} FROM images WHERE {' AND '.join(where)} ORDER BY {order}"
+        rows = self.db.execute(sql, params).fetchall()
+        if near is None or not rows:
+            return rows
+        places = np.array([r[-2:] for r in rows], dtype=np.float64)
+        inside = distance_km(near, places) <= near.radius_km
+        return [r[: len(columns)] for r, keep in zip(rows, inside) if keep]
 
     def text_of(self, image_id: int) -> str | None:
         """The text recognised in an image ('' where none was found), None where recognition never ran."""
@@ -639,6 +635,31 @@ class Store:
             keep = set(np.asarray(allowed).tolist())
             counts = {i: n for i, n in counts.items() if i in keep}
         return counts
+
+
+def _conditions(filters: Filters) -> tuple[list[str], list[object]]:
+    """SQL conditions (to be joined by AND) and their parameters for filters; a place's is its bounding
+    box, which the caller refines by distance."""
+    where: list[str] = ["1"]
+    params: list[object] = []
+    if filters.after is not None:
+        where.append("taken >= ?")
+        params.append(wall_seconds(filters.after))
+    if filters.before is not None:
+        where.append("taken < ?")
+        params.append(wall_seconds(filters.before))
+    if filters.folders:
+        where.append("(" + " OR ".join(["'/' || path LIKE ? ESCAPE '\\'"] * len(filters.folders)) + ")")
+        params.extend(f"%/{_like(name.strip('/'))}/%" for name in filters.folders)
+    if filters.cameras:
+        camera = "COALESCE(camera_make, '') || ' ' || COALESCE(camera_model, '')"
+        where.append("(" + " OR ".join([f"{camera} LIKE ? ESCAPE '\\'"] * len(filters.cameras)) + ")")
+        params.extend(f"%{_like(name)}%" for name in filters.cameras)
+    if filters.near is not None:
+        box, box_params = _bounding_box(filters.near)
+        where.append(box)
+        params.extend(box_params)
+    return where, params
 
 
 def _like(text: str) -> str:

@@ -248,3 +248,70 @@ def test_collections_without_details_get_them_without_reembedding(exif_photos, t
         }
         assert c.sync(photos).details == 0  # read once
     assert sorted((p.name, p.stat().st_size) for p in db.glob("*.f32")) == vectors
+
+
+# ------------------------------------------------------------------ over HTTP
+
+
+@pytest.fixture(scope="module")
+def client(exif_db):
+    from fastapi.testclient import TestClient
+
+    from semsearch.server.app import create_app
+
+    with TestClient(create_app(exif_db[0]), base_url="http://127.0.0.1:8000") as c:
+        yield c
+
+
+def test_api_search_and_similar_take_filters_and_sort(client, exif_db):
+    rows = client.get(
+        "/api/search", params={"q": "crocodile in:Trips", "sort": "date", "min_score": 0}
+    ).json()
+    assert [Path(r["path"]).name for r in rows] == ["crocodile-0.jpg", "crocodile-1.jpg", "crocodile-2.jpg"]
+    assert rows[0]["camera"] == "Canon EOS 5D" and rows[0]["taken"] == "2019-06-14T10:00:00"
+    with Collection(exif_db[0]) as c:
+        seed = next(r.id for r in c.store.records().values() if r.path.endswith("crocodile-3.jpg"))
+    similar = client.get(f"/api/similar/{seed}", params={"filter": "near:48.85,2.35,20km"}).json()
+    assert {Path(r["path"]).name for r in similar} == {"crocodile-0.jpg", "crocodile-1.jpg"}
+    listed = client.get("/api/search", params={"q": "camera:pixel", "sort": "newest"}).json()
+    assert [Path(r["path"]).name for r in listed] == ["crocodile-3.jpg", "crocodile-2.jpg", "laptop-2.jpg"]
+
+
+@pytest.mark.parametrize(
+    "url, params",
+    [
+        ("/api/search", {"q": "crocodile after:2019-13"}),
+        ("/api/search", {"q": "crocodile near:95,2"}),
+        ("/api/search", {"q": "crocodile colour:red"}),
+        ("/api/similar/1", {"filter": "near:1,2,-3km"}),
+        ("/api/similar/1", {"filter": "crocodile"}),
+        ("/api/facets", {"filter": "before:yesterday"}),
+    ],
+)
+def test_api_bad_filters_are_400(client, url, params):
+    response = client.get(url, params=params)
+    assert response.status_code == 400 and "detail" in response.json()
+    assert client.get("/api/search", params={"q": "crocodile", "sort": "sideways"}).status_code == 422
+
+
+def test_api_image_details(client, exif_db):
+    with Collection(exif_db[0]) as c:
+        ids = {Path(r.path).name: r.id for r in c.store.records().values()}
+    info = client.get(f"/api/images/{ids['crocodile-2.jpg']}").json()
+    assert info["camera"] == "Google Pixel 4" and info["taken"] == "2020-02-01T09:00:00"
+    assert info["gps"] == pytest.approx([-33.8667, 151.2], abs=1e-3) and info["width"] > 0
+    assert info["text"] is None  # no OCR on this collection
+
+
+def test_api_facets_histogram_places_cameras(client):
+    everything = client.get("/api/facets").json()
+    assert everything["count"] == len(PHOTOS)
+    assert sum(b["count"] for b in everything["dates"]["bins"]) == len(PHOTOS)
+    assert everything["dates"]["unit"] == "year"  # 2017..2022 and two file times
+    assert len(everything["places"]) == 3  # the out-of-range GPS tag is not a place
+    cameras = {c["camera"]: c["count"] for c in everything["cameras"]}
+    assert cameras["Canon EOS 5D"] == 2 and cameras["Google Pixel 4"] == 1
+    trips = client.get("/api/facets", params={"filter": "in:Trips"}).json()
+    assert trips["count"] == 3 and trips["dates"]["unit"] == "month"
+    assert [b["start"] for b in trips["dates"]["bins"]][:2] == ["2019-06", "2019-07"]
+    assert {p["id"] for p in trips["places"]} <= {p["id"] for p in everything["places"]}

@@ -32,7 +32,7 @@ CALTECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech-dev
 CLASSES = ("crocodile", "laptop", "soccer_ball", "accordion")
 PER_CLASS = 5
 LOCAL = "http://127.0.0.1:8000"
-IMAGE_ROW = {"rank", "id", "path", "score", "also"}  # also: other paths of byte-identical files
+IMAGE_ROW = {"rank", "id", "path", "score", "also", "taken", "taken_from", "camera", "gps"}  # also: copies
 TRAVERSALS = ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e/%2e%2e/etc/passwd", "/etc/passwd")
 
 has_search = pytest.mark.skipif(

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import numpy as np
@@ -71,6 +71,17 @@ KEPT_ACROSS_EPOCHS = frozenset({"model"})  # cached attributes that do not depen
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
 ImageId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="Image id, as returned by searches.")]
+Sort = Annotated[
+    Literal["score", "date", "newest"],
+    Query(description="Order: best first, by date taken (oldest first), or newest first."),
+]
+FilterText = Annotated[
+    str | None,
+    Query(
+        max_length=500,
+        description="Filters only: 'after:2019-06 before:2020 in:Trips camera:canon near:48.85,2.35,20km'.",
+    ),
+]
 Focus = Annotated[
     str | None,
     Query(
@@ -136,7 +147,11 @@ class _BatchedIndex:
     def __len__(self) -> int:
         return len(self._index)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None:  # a filtered search is answered alone: its allowed set is its own
+            return self._index.search(queries, k, allowed=allowed)
         mine = _Pending(np.atleast_2d(np.asarray(queries, dtype=np.float32)), int(k))
         with self._lock:
             self._waiting.append(mine)
@@ -288,6 +303,13 @@ def _record(collection: Collection, image_id: int) -> Record:
 
 def _rows(hits: list) -> list[dict[str, object]]:
     return [h.to_dict() for h in hits]
+
+
+def _filters(text: str | None):
+    """The `filter` parameter parsed (a QueryError becomes a 400), None when absent."""
+    from semsearch.query import parse_filters
+
+    return parse_filters(text) if text and text.strip() else None
 
 
 def _need(collection: Collection, method: str) -> Callable:
@@ -505,22 +527,31 @@ def create_app(
         min_score: Annotated[
             float | None, Query(ge=0, le=1, description="Drop results under this score (0 keeps all).")
         ] = None,
+        sort: Sort = "score",
     ):
         """Images matching words, a description, or a mixed query such as `beach + id:12 - people`
-        (images by id only). Notes for people (unknown words, concepts no photo shows, nothing matching
-        well) come in the X-Search-Notes header, percent-encoded, separated by '|'."""
+        (images by id only), narrowed by filters in the query (`after:2019-06 before:2020 in:Trips
+        camera:canon near:48.85,2.35,20km`; filters alone list photos by date). Notes for people (unknown
+        words, concepts no photo shows, nothing matching well) come in the X-Search-Notes header,
+        percent-encoded, separated by '|'."""
         notes: list[str] = []
         with served.collection() as c:
-            hits = c.search(q, k=k, notes=notes, min_score=min_score, allow_paths=False)
+            hits = c.search(q, k=k, notes=notes, min_score=min_score, allow_paths=False, sort=sort)
         headers = {"X-Search-Notes": quote("|".join(notes), safe="|, ")} if notes else None
         return JSONResponse(_rows(hits), headers=headers)
 
     @api.get("/similar/{image_id}", tags=["search"])
-    def similar_to_indexed(image_id: ImageId, k: K = 20, focus: Focus = None):
-        """Images similar to an indexed image, optionally focused on an ImageNet class or group ('dog')."""
+    def similar_to_indexed(
+        image_id: ImageId, k: K = 20, focus: Focus = None, filter: FilterText = None, sort: Sort = "score"
+    ):
+        """Images similar to an indexed image, optionally focused on an ImageNet class or group ('dog')
+        and narrowed by filters."""
+        allowed = _filters(filter)
         with served.collection() as c:
             _record(c, image_id)
-            return JSONResponse(_rows(c.similar(image_id, k=k, focus=focus or None)))
+            return JSONResponse(
+                _rows(c.similar(image_id, k=k, focus=focus or None, filters=allowed, sort=sort))
+            )
 
     @api.post(
         "/similar",
@@ -541,9 +572,12 @@ def create_app(
             }
         },
     )
-    async def similar_to_upload(request: Request, k: K = 20, focus: Focus = None):
-        """Images similar to an uploaded image (never stored). 413 when too large, 400 when not an image,
-        503 (with Retry-After) when too many uploads are being processed."""
+    async def similar_to_upload(
+        request: Request, k: K = 20, focus: Focus = None, filter: FilterText = None, sort: Sort = "score"
+    ):
+        """Images similar to an uploaded image (never stored), narrowed by filters. 413 when too large,
+        400 when not an image, 503 (with Retry-After) when too many uploads are being processed."""
+        allowed = _filters(filter)
         too_large = HTTPException(413, f"upload larger than {max_upload // (1024 * 1024)} MiB")
         limit = max_upload + 64 * 1024  # room for multipart headers
         length = request.headers.get("content-length", "")
@@ -569,7 +603,7 @@ def create_app(
                     raise HTTPException(400, "empty upload: send an image")
                 with served.collection() as c:
                     try:
-                        return _rows(c.similar(data, k=k, focus=focus or None))
+                        return _rows(c.similar(data, k=k, focus=focus or None, filters=allowed, sort=sort))
                     except DecodeError as exc:
                         raise HTTPException(400, f"not a usable image: {exc}") from None
 
@@ -577,12 +611,29 @@ def create_app(
 
     @api.get("/images/{image_id}", tags=["images"])
     def image_info(image_id: ImageId) -> dict[str, object]:
-        """What the catalog knows about an image: id, path, label (its folder name)."""
+        """What the catalog knows about an image: id, path, label (its folder name), date taken (and
+        whether from EXIF or the file's time), camera, GPS position, size in pixels, and the text
+        recognised in it (null where `index --ocr` never ran on it)."""
         with served.collection() as c:
             r = _record(c, image_id)
             path = shown(r.path)  # a name that is not UTF-8 is shown escaped, never a 500
             label = shown(r.label) if r.label else r.label
-            return {"id": r.id, "path": path, "name": Path(path).name, "label": label}
+            return {
+                "id": r.id,
+                "path": path,
+                "name": Path(path).name,
+                "label": label,
+                **c.image_details(r.id),
+            }
+
+    @api.get("/facets", tags=["images"])
+    def facets(filter: FilterText = None):
+        """The photos the filters allow (all without): their count, a histogram of dates taken (by month,
+        or by year over spans of three years or more; each bin with the `after:`/`before:` values that
+        select it), their GPS positions (at most 5,000, evenly sampled) and their cameras."""
+        allowed = _filters(filter)
+        with served.collection() as c:
+            return JSONResponse(c.facets(allowed))
 
     @api.get("/images/{image_id}/tags", tags=["images"])
     def image_tags(image_id: ImageId, k: K = 8):

@@ -911,9 +911,7 @@ class Collection:
         if filters and not text:
             return self._by_date(filters, k, sort)
         terms = parse_query(text, allow_paths=allow_paths)
-        k = self._clamp(k)
-        if not k:
-            return []
+        k = self._clamp(k)  # 0 for an empty collection: the query is still checked (an unknown id...)
         words = self._words_in_photos(terms, allowed)
         try:
             pairs, kind = self._semantic(text, terms, k, notes, allowed, words, allow_paths)
@@ -1004,6 +1002,8 @@ class Collection:
             known[concept] = vector
         if len(known) < 2:
             return None
+        if not k:
+            return [], "concepts"
         snap = self.store.snapshot([])
         index = self.vector_index(self.text_space)
         depth = min(len(snap), max(self.CANDIDATES, 50 * k))

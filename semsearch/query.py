@@ -14,7 +14,8 @@ Filters narrow any query to photos by when, where and how they were taken, and a
 the start of one (both in the photo's wall-clock time); ``in:`` a folder of that name anywhere in the
 path; ``camera:`` a make or model containing the words; ``near:`` a position within a radius (km, m or mi;
 10 km by default). A key repeated means any of its values (``in:2019 in:2020``); different keys must all
-hold. Anything else spelled ``word:value`` is refused as an unknown filter, except image ids (``id:12``).
+hold. Anything else spelled ``word:value`` is refused as an unknown filter, except image ids (``id:12``)
+and paths or addresses (``C:\\photo.png``, ``http://...``), which stay terms.
 
 ``id:12`` is the indexed image with id 12. Where paths are allowed (the command line), a term is an image
 file when it ends in an image extension or names an existing file. Where they are not (over HTTP), a term
@@ -93,7 +94,7 @@ def split_filters(query: str) -> tuple[str, Filters]:
     for match in _FILTER.finditer(query):
         sign, key, value = match.group(1), match.group(2).lower(), match.group(3)
         if key not in FILTER_KEYS:
-            if value and key != "id":
+            if value and key != "id" and not value.startswith(("/", "\\")):  # C:\x, http://: not filters
                 raise QueryError(
                     f"unknown filter {match.group(2)[:20] + ':'!r}: filters are "
                     + ", ".join(f"{k}:" for k in FILTER_KEYS)

@@ -27,7 +27,15 @@ def test_filters_are_taken_out_of_the_text():
 
 
 def test_text_without_filters_is_untouched():
-    for query in ("cat + id:12 - grass", "2:beach + sunset", "a t-shirt: red", "ratio 16:9", "  spaced  "):
+    for query in (
+        "cat + id:12 - grass",
+        "2:beach + sunset",
+        "a t-shirt: red",
+        "ratio 16:9",
+        "  spaced  ",
+        "C:\\x.png",
+        "http://x",
+    ):
         assert split_filters(query) == (query, Filters())
     assert not Filters()
 

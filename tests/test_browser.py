@@ -5,9 +5,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from test_details_search import exif_db, exif_photos  # noqa: F401 - photos with EXIF dates, cameras, GPS
 from test_server import build_collection  # same small real collection as the API tests
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -31,9 +35,9 @@ def browser_collection(tmp_path_factory):
     return build_collection(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def server(browser_collection):
-    """The app on a free loopback port, in a thread of this process."""
+@contextmanager
+def serving(db: Path, token: str | None = None) -> Iterator[str]:
+    """The app over `db` on a free loopback port, in a thread of this process; yields its address."""
     import uvicorn
 
     from semsearch.server.app import create_app
@@ -41,7 +45,7 @@ def server(browser_collection):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(browser_collection[0], token="tok3n")
+    app = create_app(db, token=token)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -52,6 +56,12 @@ def server(browser_collection):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(browser_collection):
+    with serving(browser_collection[0], token="tok3n") as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +168,37 @@ def test_search_upload_detail_in_browser(server, driver, browser_collection, tmp
     assert _non_blank(tmp_path / "map.png") > 100
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_filters_timeline_and_places_in_browser(exif_db, driver, tmp_path):  # noqa: F811
+    """Filters as chips, a date histogram whose bars filter, a scatter of GPS positions, and a photo's
+    details, on real photos with EXIF dates, cameras and positions."""
+    wait = WebDriverWait(driver, 30)
+    with serving(exif_db[0]) as address:
+        driver.get(address + "/?q=" + quote("crocodile in:Trips"))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .card")) == 3)
+        assert [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#chips .chip")] == ["in:Trips\n×"]
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#places circle.place")) == 3)
+        bars = driver.find_elements(By.CSS_SELECTOR, "#timeline rect.tbar")
+        assert [b.get_attribute("data-start") for b in bars][0] == "2019-06"
+        driver.save_screenshot(str(tmp_path / "filters.png"))
+
+        bars[0].click()  # June 2019 only
+        wait.until(lambda d: "after%3A2019-06" in d.current_url and "before%3A2019-07" in d.current_url)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .card")) == 2)
+        whens = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#grid .card .when")]
+        assert all(w.startswith("2019-06-1") and "Canon EOS 5D" in w for w in whens), whens
+
+        chip = next(c for c in driver.find_elements(By.CSS_SELECTOR, "#chips .chip") if "in:Trips" in c.text)
+        chip.find_element(By.TAG_NAME, "button").click()  # the folder filter goes, the dates stay
+        wait.until(lambda d: "in%3ATrips" not in d.current_url and "after%3A2019-06" in d.current_url)
+
+        driver.get(address + "/?q=" + quote("camera:google") + "&sort=newest")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .card")) == 2)
+        assert driver.find_element(By.ID, "sort").get_attribute("value") == "newest"
+        driver.find_elements(By.CSS_SELECTOR, "#places circle.place")[0].click()  # opens that photo
+        wait.until(EC.visibility_of_element_located((By.ID, "modal")))
+        wait.until(lambda d: "Google Pixel 4" in d.find_element(By.ID, "detail-info").text)
+        driver.save_screenshot(str(tmp_path / "details.png"))
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors

@@ -1,4 +1,5 @@
-// semsearch web page: plain JS, no build step. State lives in the URL (?tab=&q=&similar=&focus=).
+// semsearch web page: plain JS, no build step. State lives in the URL (?tab=&q=&similar=&focus=&sort=).
+// Filters (after:, before:, in:, camera:, near:) are words of the query itself, shown as chips.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -62,6 +63,7 @@ function readState() {
     similar: p.get("similar") || "",
     focus: p.get("focus") || "",
     threshold: p.get("threshold") || "",
+    sort: p.get("sort") || "score",
   };
 }
 function writeState(state, push = true) {
@@ -71,9 +73,129 @@ function writeState(state, push = true) {
   if (state.similar) p.set("similar", state.similar);
   if (state.focus) p.set("focus", state.focus);
   if (state.threshold) p.set("threshold", state.threshold);
+  if (state.sort && state.sort !== "score") p.set("sort", state.sort);
   const url = location.pathname + (p.toString() ? "?" + p : "");
   if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
   render();
+}
+
+// ---- filters: words of the query such as after:2019-06 or in:"My Trips" (parsed again by the server)
+const FILTER = /(^|\s)(after|before|in|camera|near):("[^"]*"|\S+)/gi;
+const SVG = "http://www.w3.org/2000/svg";
+function filtersOf(q) {
+  return [...q.matchAll(FILTER)].map((m) => ({ key: m[2].toLowerCase(), value: m[3], raw: m[0].trim() }));
+}
+const filterText = (q) => filtersOf(q).map((f) => f.raw).join(" ");
+const textOf = (q) => q.replace(FILTER, " ").replace(/\s+/g, " ").trim();
+function withFilter(q, key, value, replace = true) {
+  const kept = replace ? filtersOf(q).filter((f) => f.key !== key) : filtersOf(q);
+  const token = `${key}:${/\s/.test(value) ? '"' + value + '"' : value}`;
+  return [textOf(q), ...kept.map((f) => f.raw), token].filter(Boolean).join(" ");
+}
+function withoutFilter(q, raw) {
+  return [textOf(q), ...filtersOf(q).filter((f) => f.raw !== raw).map((f) => f.raw)].filter(Boolean).join(" ");
+}
+function showChips(q) {
+  $("chips").replaceChildren(...filtersOf(q).map((f) => el("span", { class: "chip" }, f.raw,
+    el("button", { type: "button", title: "remove this filter", "aria-label": "remove " + f.raw,
+      onclick: () => { const s = readState(); writeState(Object.assign(s, { q: withoutFilter(s.q, f.raw) })); } }, "×"))));
+}
+function addTypedFilters() {
+  const s = readState();
+  let q = $("q").value.trim();
+  // <input type=month> gives YYYY-MM, which after:/before: take as it is
+  if ($("f-after").value) q = withFilter(q, "after", $("f-after").value);
+  if ($("f-before").value) q = withFilter(q, "before", $("f-before").value);
+  if ($("f-in").value.trim()) q = withFilter(q, "in", $("f-in").value.trim(), false);
+  if ($("f-camera").value.trim()) q = withFilter(q, "camera", $("f-camera").value.trim(), false);
+  if ($("f-near").value.trim()) q = withFilter(q, "near", $("f-near").value.replace(/\s+/g, ""));
+  for (const id of ["f-after", "f-before", "f-in", "f-camera", "f-near"]) $(id).value = "";
+  writeState(Object.assign(s, { tab: "images", q }));
+}
+
+// ---- facets: a histogram of dates taken and a scatter of GPS positions (SVG, no map tiles: offline)
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+const titled = (node, text) => { node.append(svg("title", {}, text)); return node; };
+
+async function loadFacets(q) {
+  const filters = filterText(q);
+  let body;
+  try { body = (await api("/api/facets" + (filters ? "?filter=" + encodeURIComponent(filters) : ""))).body; }
+  catch (e) { $("facets").hidden = true; return; }
+  if (filterText(readState().q) !== filters) return; // the query moved on meanwhile
+  const cameras = body.cameras.map((c) => el("option", { value: c.camera }));
+  if (cameras.length) $("cameras").replaceChildren(...cameras);
+  drawTimeline(body.dates, q);
+  drawPlaces(body.places, body.places_total, q);
+  $("facets").hidden = !body.dates.bins.length && !body.places.length;
+}
+
+function drawTimeline(dates, q) {
+  const bins = dates.bins, W = 600, H = 140, top = 8, base = H - 20;
+  $("timeline-box").hidden = !bins.length;
+  const total = bins.reduce((n, b) => n + b.count, 0);
+  $("timeline-note").textContent = `· ${total} dated, by ${dates.unit} · click a bar to keep it`;
+  const after = (filtersOf(q).find((f) => f.key === "after") || {}).value;
+  const max = Math.max(1, ...bins.map((b) => b.count));
+  const w = W / Math.max(1, bins.length);
+  const every = Math.ceil(bins.length / 8);
+  $("timeline").setAttribute("viewBox", `0 0 ${W} ${H}`);
+  $("timeline").replaceChildren(...bins.flatMap((b, i) => {
+    const h = b.count ? Math.max(2, (base - top) * b.count / max) : 0;
+    const bar = titled(svg("rect", { class: "tbar" + (b.start === after ? " on" : ""), x: i * w + 1, y: base - h,
+      width: Math.max(1, w - 2), height: h, "data-start": b.start,
+      onclick: () => { const s = readState(); writeState(Object.assign(s, { tab: "images", q: withFilter(withFilter(s.q, "after", b.start), "before", b.end) })); } }),
+      `${b.start}: ${b.count} photo${b.count === 1 ? "" : "s"}`);
+    const hit = svg("rect", { x: i * w, y: top, width: w, height: base - top, fill: "transparent", onclick: () => bar.dispatchEvent(new Event("click")) });
+    const parts = [hit, bar];
+    if (i % every === 0) parts.push(svg("text", { class: "axis", x: i * w + 1, y: H - 5 }, b.start));
+    return parts;
+  }));
+}
+
+function drawPlaces(places, total, q) {
+  const W = 400, H = 140, pad = 12;
+  $("places-box").hidden = !places.length;
+  $("places-note").textContent = `· ${total} with GPS${total > places.length ? `, ${places.length} shown` : ""} · click to search near`;
+  if (!places.length) return $("places").replaceChildren();
+  const lats = places.map((p) => p.lat), lons = places.map((p) => p.lon);
+  const mid = (Math.min(...lats) + Math.max(...lats)) / 2;
+  const k = Math.max(0.2, Math.cos(mid * Math.PI / 180)); // degrees of longitude are shorter away from the equator
+  let x0 = Math.min(...lons) * k, x1 = Math.max(...lons) * k, y0 = Math.min(...lats), y1 = Math.max(...lats);
+  const span = Math.max(x1 - x0, y1 - y0, 0.02) * 1.15;
+  const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
+  const scale = Math.min((W - 2 * pad) / span, (H - 2 * pad) / span);
+  const px = (lon) => W / 2 + (lon * k - cx) * scale, py = (lat) => H / 2 - (lat - cy) * scale;
+  const km = span * 111.2; // the view's width in km, roughly
+  const ground = svg("rect", { class: "ground", x: 0, y: 0, width: W, height: H, onclick: (e) => {
+    const box = $("places").getBoundingClientRect();
+    const f = Math.min(box.width / W, box.height / H), ox = (box.width - W * f) / 2, oy = (box.height - H * f) / 2;
+    const x = (e.clientX - box.left - ox) / f, y = (e.clientY - box.top - oy) / f;
+    const lat = cy - (y - H / 2) / scale, lon = (cx + (x - W / 2) / scale) / k;
+    const radius = Math.max(0.1, km / 10);
+    const s = readState();
+    writeState(Object.assign(s, { tab: "images", q: withFilter(s.q, "near", `${lat.toFixed(4)},${lon.toFixed(4)},${radius.toPrecision(2)}km`) }));
+  } });
+  const parts = [ground];
+  const near = filtersOf(q).find((f) => f.key === "near");
+  if (near) {
+    const [lat, lon, r] = near.value.split(",");
+    const radius = parseFloat(r || "10") * (/mi$/i.test(r || "") ? 1.609 : /\dm$/i.test(r || "") ? 0.001 : 1);
+    parts.push(svg("circle", { class: "ring", cx: px(+lon), cy: py(+lat), r: Math.max(3, radius / 111.2 * scale) }));
+  }
+  for (const p of places) {
+    parts.push(titled(svg("circle", { class: "place", cx: px(p.lon), cy: py(p.lat), r: 4, "data-id": p.id,
+      onclick: (e) => { e.stopPropagation(); openDetail(p.id); } }), `#${p.id} · ${p.lat}, ${p.lon}`));
+  }
+  $("places").setAttribute("viewBox", `0 0 ${W} ${H}`);
+  $("places").replaceChildren(...parts);
 }
 
 // ---- views
@@ -89,7 +211,8 @@ function showGrid(rows) {
     const card = el("button", { class: "card", "data-id": r.id, title: r.path, onclick: () => openDetail(r.id) },
       el("img", { src: thumbUrl(r.id), alt: basename(r.path), loading: "lazy" }),
       el("span", { class: "score" }, r.score.toFixed(3)),
-      el("span", { class: "name" }, basename(r.path)));
+      el("span", { class: "name" }, basename(r.path)),
+      el("span", { class: "when" }, [r.taken ? r.taken.slice(0, 10) : "", r.camera || ""].filter(Boolean).join(" · ")));
     const also = r.also || [];
     if (also.length) {
       card.title = [r.path, ...also].join("\n");
@@ -133,7 +256,11 @@ async function render() {
   for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.tab === s.tab);
   $("q").value = s.q;
   $("focus").value = s.focus;
+  $("sort").value = s.sort;
+  showChips(s.q);
   $("image-options").hidden = s.tab !== "images";
+  $("filters").hidden = s.tab !== "images";
+  if (s.tab === "images") loadFacets(s.q); else $("facets").hidden = true;
   $("searchbar").hidden = s.tab === "map" || s.tab === "dupes";
   $("map").hidden = s.tab !== "map";
   $("dupes").hidden = s.tab !== "dupes";
@@ -158,16 +285,18 @@ async function render() {
     });
   }
   const focus = s.focus ? `&focus=${encodeURIComponent(s.focus)}` : "";
+  const sort = s.sort !== "score" ? `&sort=${encodeURIComponent(s.sort)}` : "";
   if (s.similar) {
+    const filter = filterText(s.q) ? `&filter=${encodeURIComponent(filterText(s.q))}` : "";
     return run(`similar to id:${s.similar}${s.focus ? ", focus " + s.focus : ""}`, async (current) => {
-      const { body } = await api(`/api/similar/${encodeURIComponent(s.similar)}?${k.slice(1)}${focus}`);
+      const { body } = await api(`/api/similar/${encodeURIComponent(s.similar)}?${k.slice(1)}${focus}${filter}${sort}`);
       if (current()) showGrid(body);
       return body.length;
     });
   }
   if (s.q) {
     return run(`for “${s.q}”`, async (current) => {
-      const { body } = await api(`/api/search?q=${encodeURIComponent(s.q)}${k}`);
+      const { body } = await api(`/api/search?q=${encodeURIComponent(s.q)}${k}${sort}`);
       if (current()) showGrid(body);
       return body.length;
     });
@@ -204,6 +333,8 @@ async function openDetail(id) {
   full.src = originalUrl(id);
   $("detail-name").textContent = `#${id}`;
   $("detail-path").textContent = "";
+  $("detail-info").replaceChildren();
+  $("detail-text").hidden = $("detail-text-title").hidden = true;
   $("detail-tags").replaceChildren(el("li", { class: "muted" }, "…"));
   const focus = readState().focus;
   $("detail-more").href = `?similar=${id}` + (focus ? `&focus=${encodeURIComponent(focus)}` : "");
@@ -212,6 +343,15 @@ async function openDetail(id) {
     const { body } = await api(`/api/images/${id}`);
     $("detail-name").textContent = body.name;
     $("detail-path").textContent = body.path;
+    const facts = [
+      ["taken", body.taken && `${body.taken.replace("T", " ")}${body.taken_from === "file" ? " (file time)" : ""}`],
+      ["camera", body.camera],
+      ["place", body.gps && body.gps.map((v) => v.toFixed(5)).join(", ")],
+      ["size", body.width && `${body.width} × ${body.height}`],
+    ].filter(([, v]) => v);
+    $("detail-info").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    $("detail-text").textContent = body.text || "";
+    $("detail-text").hidden = $("detail-text-title").hidden = !body.text;
   } catch (e) { $("detail-path").textContent = e.message; }
   try {
     const { body } = await api(`/api/images/${id}/tags?k=10`);
@@ -327,15 +467,18 @@ async function init() {
     t.addEventListener("click", () => {
       const s = readState();
       const browse = t.dataset.tab === "map" || t.dataset.tab === "dupes";
-      writeState({ tab: t.dataset.tab, q: browse ? "" : s.q, focus: s.focus });
+      writeState({ tab: t.dataset.tab, q: browse ? "" : s.q, focus: s.focus, sort: s.sort });
     });
   }
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const s = readState();
     const q = $("q").value.trim();
-    writeState({ tab: s.tab === "map" ? "images" : s.tab, q, focus: $("focus").value.trim() });
+    const similar = s.similar && !textOf(q) ? s.similar : ""; // filters alone keep narrowing "more like this"
+    writeState({ tab: s.tab === "map" ? "images" : s.tab, q, similar, focus: $("focus").value.trim(), sort: s.sort });
   });
+  $("sort").addEventListener("change", () => writeState(Object.assign(readState(), { sort: $("sort").value })));
+  $("f-add").addEventListener("click", addTypedFilters);
   $("focus").addEventListener("change", () => {
     const s = readState();
     if (s.tab === "images") writeState(Object.assign(s, { focus: $("focus").value.trim() }));

@@ -4,6 +4,7 @@
     python bench/embed.py --geometry      # + precision@10 of "crop" vs "squash"
     python bench/embed.py --runtimes      # + precision@10 of fp32 ONNX vs int8 ONNX features
     python bench/embed.py --limit 320     # fewer images, quicker
+    python bench/embed.py --rows 'OCR|EXIF'   # only some rows (the baseline always runs)
 
 "chosen runtime" is what `runtime.prepare()` recorded for lite0 on this machine (see the JSON beside the export
 in cache_dir()/models): "onnx-int8" when the int8 model passed its check and was clearly faster. That
@@ -22,6 +23,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -162,6 +164,36 @@ def row_index(paths: list[Path], runtime: str = "auto") -> Clock:
     return clock
 
 
+def row_details(paths: list[Path]) -> Clock:
+    """Photo details (EXIF date, camera, GPS, size) from bytes already in memory, as the pipeline does."""
+    from semsearch.metadata import extract
+
+    blobs = [p.read_bytes() for p in paths]
+    with Clock() as clock:
+        for data in blobs:
+            extract(data, 0)
+    return clock
+
+
+#: Photos the OCR row reads (every n-th of the set): OCR costs ~100x an embedding.
+OCR_SAMPLE = 60
+
+
+def row_ocr(paths: list[Path]) -> Clock:
+    """Text recognition (index --ocr's extra work per photo), on an even sample of the photos."""
+    from semsearch.ocr import TextReader
+
+    sample = paths[:: max(1, len(paths) // OCR_SAMPLE)][:OCR_SAMPLE]
+    blobs = [p.read_bytes() for p in sample]
+    reader = TextReader()
+    reader.read(blobs[0])  # loads the engine outside the timing
+    with Clock() as clock:
+        for data in blobs:
+            reader.read(data)
+    clock.images = len(sample)
+    return clock
+
+
 ROWS: list[tuple[str, Callable[[list[Path]], Clock]]] = [
     ("baseline: PIL + torch eager lite0, b32", row_baseline),
     ("decode only (load_image, 1 thread)", row_decode),
@@ -171,18 +203,22 @@ ROWS: list[tuple[str, Callable[[list[Path]], Clock]]] = [
     ("encode_paths, 2 x 1-thread ORT runs", lambda paths: row_pipeline(paths, threads=1)),
     ("semsearch index, fp32 onnx", lambda paths: row_index(paths, "onnx")),
     ("semsearch index, chosen runtime", row_index),
+    ("photo details (EXIF) only, 1 thread", row_details),
+    (f"OCR only (RapidOCR, {OCR_SAMPLE} photos)", row_ocr),
 ]
 
 
-def throughput(paths: list[Path]) -> None:
+def throughput(paths: list[Path], only: str | None = None) -> None:
     model = _model()  # export/check happens here, outside the timings
     print(f"{len(paths)} images from {DATA}; chosen runtime={model.runtime}, cores={os.cpu_count()}")
     print(f"  why: {model.describe_runtime()}\n")
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     results = []
-    for label, fn in ROWS:
+    rows = [row for row in ROWS if row is ROWS[0] or not only or re.search(only, row[0], re.IGNORECASE)]
+    for label, fn in rows:
         clock = fn(paths)
-        results.append((label, len(paths) / clock.wall, len(paths) / max(clock.cpu, 1e-9)))
+        n = getattr(clock, "images", len(paths))  # a row may time a sample of the photos
+        results.append((label, n / clock.wall, n / max(clock.cpu, 1e-9)))
     base = results[0][1]
     print(f"{'stage':<42} {'images/s':>9} {'vs baseline':>12} {'img/CPU-s':>10}")
     print("-" * 76)
@@ -237,13 +273,14 @@ def main() -> int:
     parser.add_argument("--geometry", action="store_true", help="also compare crop vs squash P@10")
     parser.add_argument("--runtimes", action="store_true", help="also compare fp32 vs int8 ONNX P@10")
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--rows", help="only the rows whose label matches this regex (and the baseline)")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"caltech-dev not found at {DATA}: skipping the embedding benchmark")
         return 0
     paths = caltech_paths(args.limit)
     if not args.no_throughput:
-        throughput(paths)
+        throughput(paths, args.rows)
     if args.geometry:
         geometry_report(caltech_paths())
     if args.runtimes:

@@ -68,12 +68,20 @@ def emit_rows(rows: Sequence[dict[str, Any]], as_json: bool, title: str = "") ->
         click.echo("no results")
         return
     table = Table()
-    columns = list(rows[0])
-    for column in columns:
+    columns = [c for c in rows[0] if any(r[c] not in (None, []) for r in rows)]
+    for column in columns:  # a column no row has a value for (no photo has a camera) is left out
         table.add_column(column, justify="right" if column in ("rank", "score", "id", "group") else "left")
     for row in rows:
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(_cell(row[c]) for c in columns))
     Console().print(table)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):  # a position, or other paths of the same file
+        return ", ".join(f"{v:.5f}" if isinstance(v, float) else str(v) for v in value)
+    return "" if value is None else str(value)
 
 
 def note_if_empty(collection) -> None:

@@ -915,7 +915,7 @@ class Collection:
         words = self._words_in_photos(terms, allowed)
         try:
             pairs, kind = self._semantic(text, terms, k, notes, allowed, words, allow_paths)
-        except UnknownWordError as exc:
+        except (UnknownWordError, EmptyQueryError) as exc:  # no vocabulary word, or digits only ("1984")
             if not words:
                 raise
             notes.append(str(exc))

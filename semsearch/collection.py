@@ -475,15 +475,17 @@ class Collection:
     def _reuse_moved(
         self, gone: list[str], to_embed: dict[str, tuple[_Candidate, str]], records: dict, report: IndexReport
     ) -> None:
-        """A new path whose content equals a vanished one is a move: keep its vectors, embed nothing."""
+        """A new path whose content equals a vanished one is a move: keep its vectors, details and text,
+        embed and read nothing."""
         vanished = {records[p].sha256: records[p] for p in gone}
-        moves = []
+        moves, old_ids = [], []
         for path, (cand, digest) in list(to_embed.items()):
             old = vanished.pop(digest, None)
             if old is not None and path not in records:
                 moves.append((path, cand.size, cand.mtime_ns, digest, cand.label, old.row))
+                old_ids.append(old.id)
                 del to_embed[path]
-        self.store.upsert(moves)
+        self.store.carry_over(zip(old_ids, self.store.upsert(moves)))
         report.moved += len(moves)
 
     def _claim_model(self) -> None:

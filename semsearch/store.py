@@ -434,6 +434,21 @@ class Store:
             for image_id, values in items:
                 self._write_details(image_id, values)
 
+    def carry_over(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Give images (new id) the details and recognised text of others (old id) with the same content:
+        a moved file is not read again."""
+        columns = ", ".join(DETAIL_COLUMNS)
+        with self.transaction() as db:
+            for old, new in pairs:
+                db.execute(
+                    f"UPDATE images SET ({columns}, ocr) = (SELECT {columns}, ocr FROM images WHERE id = ?) "
+                    "WHERE id = ?",
+                    (old, new),
+                )
+                db.execute(
+                    "INSERT INTO ocr (rowid, text) SELECT ?, text FROM ocr WHERE rowid = ?", (new, old)
+                )
+
     def missing_details(self, version: int) -> list[Record]:
         """Images whose details were never read, or read by an extraction older than `version`."""
         return self._select("WHERE details IS NULL OR details < ?", (version,))

@@ -146,3 +146,8 @@ def test_search_blends_text_in_photos(text_photos, tmp_path):
         report = c.sync(photos)  # the collection remembers --ocr: the new photo is read too
         assert report.text_read == 1 and report.removed == 1
         assert [Path(h.path).name for h in c.search("zorblax", k=3)] == ["new.jpg"]
+    (photos / "laptop" / "new.jpg").rename(photos / "laptop" / "moved.jpg")
+    with Collection(db, writable=True) as c:
+        report = c.sync(photos)  # a move keeps its text and details: nothing is read again
+        assert (report.moved, report.text_read, report.details) == (1, 0, 0)
+        assert [Path(h.path).name for h in c.search("zorblax", k=3)] == ["moved.jpg"]

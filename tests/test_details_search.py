@@ -165,7 +165,7 @@ def test_hits_carry_details_in_json(exif_db):
     db, _ = exif_db
     with Collection(db) as c:
         row = c.search("crocodile in:Paris", k=1, min_score=0)[0].to_dict()
-    assert {"rank", "id", "path", "score", "taken", "taken_from", "camera", "gps"} == set(row)
+    assert {"rank", "id", "path", "score", "also", "taken", "taken_from", "camera", "gps"} == set(row)
     assert row["camera"] == "Canon EOS 5D" and row["gps"] == pytest.approx([48.858, 2.3522], abs=1e-3)
 
 

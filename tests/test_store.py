@@ -192,11 +192,10 @@ def test_filters_select_ids_in_sqlite(tmp_path):
             ]
         )
 
+        names_of = {r.id: Path(r.path).name for r in store.records().values()}
+
         def found(query: str) -> list[str]:
-            return sorted(
-                Path(p).name
-                for p in store.paths_of(store.matching(split_filters(query)[1]).tolist()).values()
-            )
+            return sorted(names_of[i] for i in store.matching(split_filters(query)[1]).tolist())
 
         assert found("after:2019-06 before:2020") == ["a.jpg", "b.jpg"]
         assert found("after:2020") == ["c.jpg", "e.jpg"]
@@ -212,7 +211,7 @@ def test_filters_select_ids_in_sqlite(tmp_path):
         assert found("near:90,0,20000km") == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
         assert found("in:100%_trips") == []  # LIKE's wildcards are plain characters
         newest = store.matching(split_filters("after:2019")[1], newest_first=True, limit=2)
-        assert [Path(store.paths_of([i])[i]).name for i in newest.tolist()] == ["e.jpg", "c.jpg"]
+        assert [names_of[i] for i in newest.tolist()] == ["e.jpg", "c.jpg"]
 
 
 def test_recognised_text_follows_its_image(tmp_path):

@@ -81,7 +81,6 @@ function writeState(state, push = true) {
 
 // ---- filters: words of the query such as after:2019-06 or in:"My Trips" (parsed again by the server)
 const FILTER = /(^|\s)(after|before|in|camera|near):("[^"]*"|\S+)/gi;
-const SVG = "http://www.w3.org/2000/svg";
 function filtersOf(q) {
   return [...q.matchAll(FILTER)].map((m) => ({ key: m[2].toLowerCase(), value: m[3], raw: m[0].trim() }));
 }
@@ -115,7 +114,7 @@ function addTypedFilters() {
 
 // ---- facets: a histogram of dates taken and a scatter of GPS positions (SVG, no map tiles: offline)
 function svg(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(SVG, tag);
+  const node = document.createElementNS($("timeline").namespaceURI, tag); // the page's own SVG namespace
   for (const [k, v] of Object.entries(attrs)) {
     if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
   }

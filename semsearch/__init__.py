@@ -8,6 +8,8 @@ The library is what the command line and the web server use::
         photos.sync("~/Pictures")                      # index: only new and changed files are embedded
         for hit in photos.search("a dog on the beach", k=5):
             print(hit.rank, hit.score, hit.path)       # hit.to_dict() is the CLI's --json row
+        photos.search("beach after:2019 in:Trips")     # filters in any query
+        photos.similar(12, filters=parse_filters("camera:canon near:48.85,2.35,20km"))
 
 Every error a user can cause is a `SemsearchError` (one subclass per kind), never a raw SQLite or NumPy
 error.
@@ -24,6 +26,7 @@ from semsearch.errors import (
     UnknownClassError,
     UnknownWordError,
 )
+from semsearch.query import Filters, parse_filters
 
 __version__ = "0.1.0"
 
@@ -32,6 +35,7 @@ __all__ = [
     "CollectionError",
     "DecodeError",
     "EmptyQueryError",
+    "Filters",
     "Hit",
     "IndexReport",
     "ModelError",
@@ -40,4 +44,5 @@ __all__ = [
     "UnknownClassError",
     "UnknownWordError",
     "__version__",
+    "parse_filters",
 ]

@@ -161,6 +161,21 @@ model_option = click.option(
     default=None,
     help="Recognise text in photos (receipts, signs, slides) so searches find it; the collection remembers "
     "the choice (about 0.3 s a photo on 2 cores; needs pip install 'semsearch[ocr]').",
+
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    metavar="[ADDRESS]",
+    help="Decode and encode on Ray (pip install 'semsearch[scale]'): alone, a Ray instance on this machine; "
+    "with an address (auto, HOST:6379, ray://HOST:10001), that cluster. Put it after FOLDER.",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    help="Ray actors, one model session each (default: the cluster's CPUs / 2).",
 )
 @json_option
 def index(
@@ -171,19 +186,28 @@ def index(
     text_model: str | None,
     vectors: str | None,
     ocr: bool | None,
+    ray_address: str | None,
+    ray_workers: int | None,
     as_json: bool,
 ) -> None:
     """Embed every image under FOLDER into the collection; only new or changed files are embedded. Each
     photo's date taken, camera, GPS position and size are stored for filters (after:, camera:, near:)."""
     from semsearch.collection import Collection
 
+    encode = None
+    if ray_address is not None:
+        from semsearch.scale.raydata import RayEncode
+
+        encode = RayEncode(ray_address, workers=ray_workers)
+    elif ray_workers is not None:
+        raise SettingError("--ray-workers needs --ray")
     with Collection(_db(db), writable=True, model=model) as collection:
         if vectors is not None:
             collection.use_vectors(vectors)
         if joint is not None or text_model is not None:
             collection.use_joint(joint, text_model or "glove")
         with progress_bar("embedding", enabled=not as_json) as update:
-            report = collection.sync(folder, progress=update, ocr=ocr)
+            report = collection.sync(folder, progress=update, ocr=ocr, encode=encode)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
         return

@@ -36,8 +36,10 @@ from semsearch.paths import shown
 from semsearch.store import Store
 from semsearch.vectors import normalise
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the pipeline (PIL) is imported only when a folder is indexed
+    from semsearch.metadata import PhotoMetadata
     from semsearch.ocr import TextReader
+    from semsearch.pipeline import Encode, FileState
     from semsearch.query import Filters, Term
 
 #: The derived space text queries search for an image model without a text side of its own (the
@@ -119,6 +121,19 @@ class IndexReport:
             "details": self.details,
             "text_read": self.text_read,
         }
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What indexing reads from each photo's bytes besides its pixels: its details and, with a `reader`,
+    its text. A class rather than a closure so that Ray can send it to its workers."""
+
+    reader: TextReader | None = None
+
+    def __call__(self, path: Path, data: bytes, file: FileState) -> tuple[PhotoMetadata, str | None]:
+        from semsearch.metadata import extract
+
+        return extract(data, file.mtime_ns), self.reader.read(data) if self.reader is not None else None
 
 
 @dataclass(frozen=True)
@@ -281,6 +296,7 @@ class Collection:
         progress: Progress | None = None,
         batch_size: int = 32,
         ocr: bool | None = None,
+        encode: Encode | None = None,
     ) -> IndexReport:
         """Make the collection match `folder`: embed new and changed images, drop deleted ones, and read
         each photo's details (date taken, camera, place, size) from the bytes the embedding reads. With
@@ -290,10 +306,11 @@ class Collection:
         what lies inside them are looked at, with the same rules: a big tree is not walked again for a
         few new photos. Work is committed batch by batch, so an interrupted run keeps what it finished
         and the next run picks up the rest. Images embedded before details (or text) existed get them
-        from their files without being embedded again.
+        from their files without being embedded again. `encode` is how the files to embed become vectors
+        (default: this process's pipeline; `semsearch.scale.raydata.RayEncode` for a Ray cluster); what
+        is embedded, and how results are written, is decided here either way.
         """
         from semsearch.media import SUPPORTED_SUFFIXES
-        from semsearch.metadata import extract
         from semsearch.pipeline import EncodedBatch, encode_paths
 
         if not self.store.writable:
@@ -356,12 +373,8 @@ class Collection:
         if to_embed:
             self.model.runtime  # noqa: B018 -- prepares the model on first use on this machine
             report.runtime = self.model.describe_runtime()
-
-            def analyse(path: Path, data: bytes, file) -> tuple:
-                return extract(data, file.mtime_ns), reader.read(data) if reader is not None else None
-
-            embedded = encode_paths(
-                [Path(p) for p in to_embed], self.model, batch_size=batch_size, analyse=analyse
+            embedded = (encode or encode_paths)(
+                [Path(p) for p in to_embed], self.model, batch_size, analyse=Analysis(reader)
             )
             for item in embedded:
                 # Recorded: the hash, size and mtime of the bytes that were decoded (read once in the

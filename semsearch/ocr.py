@@ -42,6 +42,10 @@ class TextReader:
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
+    def __reduce__(self):
+        """Pickled (to a Ray worker) as a new reader: its engine loads where it is used."""
+        return TextReader, ()
+
     @staticmethod
     def unavailable() -> str | None:
         """Why OCR cannot run here, or None."""

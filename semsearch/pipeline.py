@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -57,6 +57,17 @@ class EncodedBatch:
     vectors: dict[str, np.ndarray]  # space name -> (n, dim) float32, as the model's encode gives them
     files: list[FileState]
     analysed: list[Any] = field(default_factory=list)  # what `analyse` gave for each file (if given)
+
+
+class Encode(Protocol):
+    """How `Collection.sync` turns the paths it decided to embed into results: each path comes back
+    exactly once, in an `EncodedBatch` (with what `analyse` gave for it) or as `Skipped`, in any order.
+    `encode_paths` is the in-process one; `semsearch.scale.raydata.RayEncode` spreads the same per-file
+    work over a Ray cluster (so `analyse` must pickle)."""
+
+    def __call__(
+        self, paths: Sequence[Path], encoder: ImageModel, batch_size: int = 32, *, analyse: Analyse | None = None
+    ) -> Iterator[EncodedBatch | Skipped]: ...
 
 
 def default_decode_threads() -> int:

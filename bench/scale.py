@@ -3,6 +3,7 @@
     python bench/scale.py                          # N = 100,000 (about 15 minutes on 2 cores)
     python bench/scale.py --n 1000000              # the issue's size (see docs/scale.md for the duration)
     python bench/scale.py --backends exact,scann,milvus-lite --no-http
+    python bench/scale.py --ray                    # Ray indexing of caltech-dev against the local pipeline
 
 Vectors: the 1,184 real caltech-dev photo features (EfficientNet-Lite0 through the real pipeline, indexed
 once into bench/out/caltech-db) and copies of them, each moved by noise drawn from the real features' own
@@ -21,6 +22,12 @@ held-out queries one per call on one thread (recall@10 against exact search, p50
 at most --query-seconds each). Then, on the saved index: a cold `semsearch similar` process ("CLI s":
 process start, index load, one query) and `semsearch serve` with one keep-alive client on
 `GET /api/similar/{id}` ("HTTP p50 ms"). The exact backend is the baseline of the same run.
+
+`--ray`: caltech-dev indexed into a new collection by the in-process pipeline, by Ray with one actor of two
+inference threads and with two actors of one, in turns (--repeats rounds, median photos/s), on one local
+Ray instance (num_cpus = the machine's) started before the rounds, as a running cluster would be: each
+Ray row includes its actors' start (model load). "identical" compares every path, hash and vector with the
+local collection of the same round.
 """
 
 from __future__ import annotations
@@ -246,6 +253,95 @@ def serve_queries(args: argparse.Namespace) -> dict:
     }
 
 
+# -- Ray indexing against the local pipeline --------------------------------------------------------
+def collection_contents(db: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """path -> (hash, features and logits side by side) of every indexed photo."""
+    from semsearch.collection import Collection
+
+    with Collection(db) as collection:
+        records = collection.store.records()
+        rows = np.array([r.row for r in records.values()])
+        vectors = np.hstack([collection.store.vectors_at(s, rows) for s in (FEATURES, LOGITS)])
+        return {p: (r.sha256, vectors[i]) for i, (p, r) in enumerate(records.items())}
+
+
+def ray_indexing(repeats: int) -> None:
+    """Photos/s of Ray indexing with 1 and 2 workers against the local pipeline, in the same run."""
+    import logging
+
+    import ray
+
+    from semsearch.collection import Collection
+    from semsearch.pipeline import EncodedBatch, encode_paths
+    from semsearch.scale.raydata import RayEncode, quiet
+
+    start = time.perf_counter()
+    ray.init(
+        num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
+    )
+    quiet(ray)
+    ray_start = time.perf_counter() - start
+    pipelines = {
+        "local (in process)": encode_paths,
+        "ray, 1 worker x 2 threads": RayEncode(workers=1, threads=2),
+        "ray, 2 workers x 1 thread": RayEncode(workers=2, threads=1),
+    }
+    rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in pipelines}
+    worst: dict[str, float] = dict.fromkeys(pipelines, 0.0)
+    same: dict[str, bool] = dict.fromkeys(pipelines, True)
+    added = 0
+    for round_ in range(repeats):
+        local: dict[str, tuple[str, np.ndarray]] = {}
+        for name, encode in pipelines.items():
+            db = OUT / "ray-bench" / "db"
+            shutil.rmtree(db, ignore_errors=True)
+            marks: list[tuple[float, int]] = []  # (when, photos) of each batch the writer received
+
+            def timed(paths, model, batch_size):
+                for item in encode(paths, model, batch_size):
+                    if isinstance(item, EncodedBatch):
+                        marks.append((time.perf_counter(), len(item.paths)))
+                    yield item
+
+            with Collection(db, writable=True) as collection:
+                collection.model.runtime  # noqa: B018 -- loaded before the clock, for every row alike
+                t = time.perf_counter()
+                report = collection.sync(PHOTOS, encode=timed)
+                total = time.perf_counter() - t
+            steady = sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])
+            rates[name].append((report.added / total, marks[0][0] - t, steady))
+            added = report.added
+            got = collection_contents(db)
+            print(f"round {round_ + 1}: {name}: {rates[name][-1]}", file=sys.stderr, flush=True)
+            if encode is encode_paths:
+                local = got
+                continue
+            same[name] &= sorted(got) == sorted(local) and all(got[p][0] == local[p][0] for p in local)
+            worst[name] = max(worst[name], max(float(np.abs(got[p][1] - local[p][1]).max()) for p in local))
+    ray.shutdown()
+    median = {name: [statistics.median(r[i] for r in rates[name]) for i in range(3)] for name in pipelines}
+    base = median["local (in process)"]
+    print(
+        f"\ncaltech-dev ({added} photos) indexed into a new collection, median of {repeats} rounds; "
+        f"{os.cpu_count()} CPUs; the local Ray instance started once, in {ray_start:.1f} s. "
+        "'first batch s': until the writer has the first batch (Ray: actors start, model loads); "
+        "'steady photos/s': after it\n"
+    )
+    print(
+        "| pipeline | photos/s | x local | first batch s | steady photos/s | x local | "
+        "identical to local (max abs diff) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, (rate, first, steady) in median.items():
+        check = (
+            "-" if name == "local (in process)" else f"{'yes' if same[name] else 'NO'} ({worst[name]:.1e})"
+        )
+        print(
+            f"| {name} | {rate:.0f} | {rate / base[0]:.2f} | {first:.2f} | {steady:.0f} | {steady / base[2]:.2f} "
+            f"| {check} |"
+        )
+
+
 # -- the run -----------------------------------------------------------------------------------------
 def spec_of(backend: str, db: Path) -> str:
     return f"milvus-lite:{db.parent / 'vectors.db'}" if backend == "milvus-lite" else backend
@@ -298,11 +394,16 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=15.0)
     parser.add_argument("--no-http", action="store_true", help="skip the CLI and HTTP columns")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    parser.add_argument("--ray", action="store_true", help="measure Ray indexing instead (see above)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of --ray")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps({"build": build, "query": serve_queries}[args.child](args)), flush=True)
+        return
+    if args.ray:
+        ray_indexing(args.repeats)
         return
 
     from semsearch.collection import Collection

@@ -175,7 +175,7 @@ model_option = click.option(
 @click.option(
     "--ray-workers",
     type=click.IntRange(min=1),
-    help="Ray actors, one model session each (default: the cluster's CPUs / 2).",
+    help="Ray actors, one model session each (default: one per CPU of the cluster).",
 )
 @json_option
 def index(

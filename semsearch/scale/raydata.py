@@ -28,6 +28,8 @@ LOCAL = "local"
 #: Calls an actor runs at once, each one batch of the model: while one infers, the next decodes (in one
 #: process, `encode_paths` overlaps them the same way).
 CALLS_PER_ACTOR = 2
+#: Inference threads per actor (one actor per core).
+DEFAULT_THREADS = 1
 PATH, ITEM = "path", "item"
 INSTALL = "--ray needs Ray Data: pip install 'semsearch[scale]'"
 
@@ -68,7 +70,8 @@ class _Worker:
 class RayEncode:
     """`pipeline.Encode` on Ray: `address` is a cluster (`auto`, `HOST:PORT`, `ray://HOST:10001`) or
     `LOCAL`; `workers` actors (default: the cluster's CPUs / `threads`) of `threads` inference threads
-    each (default 2, the in-process model's). Ray starts only when there is something to encode."""
+    each (default 1: on 2 cores, two 1-thread actors encoded ~1.3x as fast as one 2-thread actor,
+    `python bench/scale.py --ray`). Ray starts only when there is something to encode."""
 
     def __init__(
         self, address: str = LOCAL, *, workers: int | None = None, threads: int | None = None
@@ -96,7 +99,7 @@ class RayEncode:
         started = self._connect(ray)
         try:
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-            threads = self.threads or min(model.threads, cpus)
+            threads = self.threads or DEFAULT_THREADS
             workers = self.workers or max(1, cpus // threads)
             dataset = ray.data.from_items([{PATH: os.fsencode(p)} for p in paths]).map_batches(
                 _Worker,

@@ -259,6 +259,78 @@ def test_save_load_round_trip_keeps_ids_answers_and_updates(make, rng, tmp_path)
     back.close()
 
 
+def test_updates_to_a_loaded_index_never_write_to_its_file(make, rng, tmp_path):
+    """A loaded index reads its vectors from the saved file's pages (see the memory tests below): what
+    changes in memory after loading stays there until the next save."""
+    if make.name == "milvus":
+        pytest.skip("Milvus keeps the vectors in the database")
+    index = make(64)
+    base = unit(rng, 5000, 64)  # 1.2 MiB of vectors: mapped, not read
+    index.add(np.arange(5000), base)
+    path = tmp_path / "index.idx"
+    index.save(path)
+    saved = path.read_bytes()
+    back = VectorIndex.load(path)
+    fresh = unit(rng, 20, 64)
+    back.add(np.arange(20), fresh)  # replaced in place
+    back.remove(np.arange(20, 40))
+    back.add(np.arange(10**6, 10**6 + 20), fresh)
+    assert path.read_bytes() == saved
+    top2 = back.search(fresh[:3], 2)[0]
+    assert [set(row) for row in top2.tolist()] == [{i, 10**6 + i} for i in range(3)]
+    assert VectorIndex.load(path).search(base[:3], 1)[0][:, 0].tolist() == [0, 1, 2]
+
+
+def _anon_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("RssAnon:"))
+
+
+def _held_after_load(path) -> tuple[VectorIndex, float]:
+    before = _anon_mb()
+    index = VectorIndex.load(path)
+    return index, _anon_mb() - before
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads /proc")
+def test_a_loaded_exact_index_keeps_its_vectors_out_of_private_memory(rng, tmp_path):
+    """100 MB of vectors: a reader's private memory does not grow by them (the file's pages are shared and
+    evictable), and its answers are the brute-force ones."""
+    n, dim = 20000, 1280
+    base = unit(rng, n, dim)
+    index = create_index("exact", dim)
+    index.add(np.arange(n), base)
+    index.save(tmp_path / "exact.idx")
+    del index
+    back, held = _held_after_load(tmp_path / "exact.idx")
+    assert held < 10, f"{held:.0f} MB held for {base.nbytes / 2**20:.0f} MB of vectors"
+    q = unit(rng, 5, dim)
+    np.testing.assert_array_equal(back.search(q, 10)[0], exact_topk(base, np.arange(n), q, 10))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads /proc")
+def test_a_loaded_scann_index_holds_less_than_the_raw_vectors(rng, tmp_path):
+    """ScaNN keeps int8 codes for re-ranking, not a second float32 copy: what a loaded index holds is
+    well under the vectors' float32 size, and its scores are still the true cosines."""
+    scann = index_class("scann")
+    if scann.unavailable():
+        pytest.skip(scann.unavailable())
+    n, dim = 40000, 512
+    base = unit(rng, n, dim)
+    index = scann(dim)
+    index.add(np.arange(n), base)
+    index.save(tmp_path / "scann.idx")
+    del index
+    back, held = _held_after_load(tmp_path / "scann.idx")
+    raw = base.nbytes / 2**20
+    assert held < 0.75 * raw, f"{held:.0f} MB held for {raw:.0f} MB of vectors"
+    q = base[:50] + 0.05 * unit(rng, 50, dim)  # near a stored vector (random ones have no other neighbours)
+    got, scores = back.search(q, 10)
+    assert got[:, 0].tolist() == list(range(50))
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, base[got]), atol=1e-5)
+
+
 @st.composite
 def operations(draw):
     """A sequence of adds (ids with fresh vectors, repeats allowed) and removals over a small id range."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import struct
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -22,6 +23,8 @@ from semsearch.errors import CollectionError
 from semsearch.paths import write_atomically
 
 FORMAT_VERSION = 1
+#: Saved arrays at least this large are memory-mapped when an index is loaded, not read.
+MAP_BYTES = 1 << 20
 
 
 def finite(v: np.ndarray) -> np.ndarray:
@@ -190,12 +193,11 @@ class VectorIndex(ABC):
 
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+            arrays = read_arrays(path)
             version = int(arrays["format_version"])
             dim = int(arrays["dim"])
             name = str(arrays.get("index", "auto"))  # files from before the registry: the auto policy
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        except (OSError, KeyError, ValueError, struct.error, zipfile.BadZipFile, EOFError) as e:
             raise CollectionError(f"index file {path} is unreadable ({e}); delete it to rebuild") from e
         if version != FORMAT_VERSION or dim <= 0:
             raise CollectionError(f"index file {path} has an unknown layout; delete it to rebuild")
@@ -213,3 +215,42 @@ class VectorIndex(ABC):
     @abstractmethod
     def _from_arrays(cls, dim: int, arrays: dict[str, np.ndarray], **options: Any) -> VectorIndex:
         """The index `_arrays` described (ValueError/KeyError/RuntimeError where they do not fit)."""
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a saved index (an uncompressed .npz), the large ones memory-mapped copy-on-write: a
+    reader's vectors stay in the file's pages (read when touched, shared between processes, evictable)
+    instead of private memory, and changes made after loading never reach the file."""
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            mapped = None
+            if info.compress_type == zipfile.ZIP_STORED and info.file_size >= MAP_BYTES:
+                mapped = _mapped_member(path, fh, info)
+            if mapped is None:
+                with archive.open(info) as member:
+                    mapped = np.lib.format.read_array(member, allow_pickle=False)
+            arrays[name] = mapped
+    return arrays
+
+
+def _mapped_member(path: Path, fh, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """A stored .npy member of the zip at `path` as a copy-on-write map (None: a layout not mapped)."""
+    fh.seek(info.header_offset)
+    local = fh.read(30)
+    if local[:4] != b"PK\x03\x04":
+        raise ValueError("a zip member's header is damaged")
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    fh.seek(info.header_offset + 30 + name_length + extra_length)
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        return None
+    if dtype.hasobject or math.prod(shape) == 0:
+        return None
+    order = "F" if fortran else "C"
+    return np.asarray(np.memmap(path, dtype=dtype, mode="c", offset=fh.tell(), shape=shape, order=order))

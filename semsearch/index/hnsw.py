@@ -14,7 +14,7 @@ from typing import Any, Self
 import numpy as np
 
 from semsearch.index.exact import scan
-from semsearch.index.local import LocalIndex, Slots, grown
+from semsearch.index.local import LocalIndex, Slots, file_pages, grown
 
 
 class HnswIndex(LocalIndex):
@@ -115,7 +115,7 @@ class HnswIndex(LocalIndex):
         with tempfile.TemporaryDirectory() as tmp:
             f = os.path.join(tmp, "hnsw.bin")
             self.index.save_index(f)
-            blob = np.fromfile(f, dtype=np.uint8)
+            blob = file_pages(f)
         return {"hnsw_graph": blob, "hnsw_label_slot": self.label_slot[: self.next_label]}
 
     @classmethod

@@ -15,6 +15,7 @@ a full scan (~0.2 s).
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -36,6 +37,14 @@ def grown(array: np.ndarray, length: int, fill: float) -> np.ndarray:
     return out
 
 
+def file_pages(path: str) -> np.ndarray:
+    """A file's bytes, memory-mapped read-only rather than read: a library's saved state (gigabytes at a
+    million vectors) goes into the index file without a private copy. The map outlives the file's name."""
+    if os.path.getsize(path) == 0:
+        return np.zeros(0, dtype=np.uint8)
+    return np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
+
+
 class Slots:
     """Slot storage shared by the in-process backends: vectors, slot -> id, id -> slot, free slots."""
 
@@ -49,12 +58,16 @@ class Slots:
 
     @classmethod
     def of(cls, ids: np.ndarray, vectors: np.ndarray) -> Slots:
-        """A store holding `vectors` under unique `ids`, in order (slot i = row i)."""
+        """A store holding `vectors` under unique `ids`, in order (slot i = row i). A writable float32
+        array is adopted, not copied: a loaded index keeps reading the saved file's pages until it grows."""
         if vectors.ndim != 2 or len(vectors) != len(ids):
             raise ValueError("ids and vectors do not match")
-        store = cls(vectors.shape[1], max(1024, len(ids)))
-        store.vecs[: len(ids)] = vectors
-        store.slot_id[: len(ids)] = ids
+        store = cls(vectors.shape[1], 0)
+        if vectors.dtype == np.float32 and vectors.flags.c_contiguous and vectors.flags.writeable:
+            store.vecs = vectors
+        else:
+            store.vecs = np.array(vectors, dtype=np.float32)
+        store.slot_id = np.array(ids, dtype=np.int64)
         store.id_slot = dict(zip(ids.tolist(), range(len(ids))))
         if len(store.id_slot) != len(ids):
             raise ValueError("repeated ids")
@@ -203,7 +216,7 @@ class LocalIndex(VectorIndex):
 
     @classmethod
     def _from_arrays(cls, dim: int, arrays: dict[str, np.ndarray], **options: Any) -> Self:
-        vectors = arrays["vectors"].astype(np.float32)
+        vectors = arrays["vectors"]
         if vectors.ndim != 2 or vectors.shape[1] != dim:
             raise ValueError("vectors do not match the saved width")
         store = Slots.of(arrays["ids"].astype(np.int64), vectors)

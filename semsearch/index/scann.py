@@ -1,5 +1,8 @@
-"""ScaNN: spherical k-means tree with SOAR spilled assignment, 4-bit anisotropic-hashing scoring, exact
-float32 re-ranking of the best ``REORDER`` candidates (so scores are true cosines).
+"""ScaNN: spherical k-means tree with SOAR spilled assignment, 4-bit anisotropic-hashing scoring, int8
+re-ranking of the best ``REORDER`` candidates, then the float32 cosines of the few it keeps, from the
+store (so scores are true cosines). ScaNN holds int8 codes, not a second float32 copy of the vectors:
+with the store read from the saved file's pages, a loaded index holds about half the vectors' float32
+size in private memory (bench/scale.py).
 
 Updated incrementally: new vectors go in with ScaNN's ``upsert`` (partition tree and codebooks kept).
 Removed or replaced vectors become tombstones (``pos_slot`` = -1, filtered out of results, a few extra
@@ -21,7 +24,7 @@ from typing import Any, Self
 import numpy as np
 
 from semsearch.index.exact import scan
-from semsearch.index.local import LocalIndex, Slots, grown
+from semsearch.index.local import LocalIndex, Slots, file_pages, grown
 
 
 class ScannIndex(LocalIndex):
@@ -38,6 +41,8 @@ class ScannIndex(LocalIndex):
     AVQ_THRESHOLD = 0.4  # GloVe: 0.4 vs 0.2 keeps recall ~0.983 re-ranking 130 instead of 150
     SOAR_LAMBDA = 1.0
     REORDER = 130
+    #: Candidates per wanted neighbour that the int8 re-ranking hands to the exact float32 one.
+    RESCORE = 2
     TRAIN_SAMPLE = 250_000
     RETRAIN_GROWTH = 4
     MAX_DEAD_FRACTION = 0.25
@@ -46,9 +51,9 @@ class ScannIndex(LocalIndex):
         self, dim: int, *, store: Slots | None = None, ef: int | None = None, threads: int = -1
     ) -> None:
         super().__init__(dim, store=store)
-        from scann.scann_ops.py import scann_ops_pybind
+        from scann.scann_ops.py import scann_builder, scann_ops_pybind
 
-        self._sop = scann_ops_pybind
+        self._sop, self._reorder_types = scann_ops_pybind, scann_builder.ReorderType
         self.ef = ef
         self.threads = threads
         self.searcher = None  # None: not trained (too few vectors), searches scan the store
@@ -82,7 +87,7 @@ class ScannIndex(LocalIndex):
                 # 60 leaves, where the Euclidean tree needed 70 for 0.982 (bench/ann.py)
             )
             .score_ah(self.DIMS_PER_BLOCK, anisotropic_quantization_threshold=self.AVQ_THRESHOLD)
-            .reorder(self.REORDER)
+            .reorder(self.REORDER, quantize=self._reorder_types.INT8)
         )
         self.searcher = builder.build().searcher
         self.searcher.set_num_threads(1)
@@ -101,7 +106,7 @@ class ScannIndex(LocalIndex):
             return f"untrained (fewer than {self.MIN_TRAIN} vectors: exact scan)"
         return (
             f"leaves={self.leaves} search={self.leaves_to_search} spherical AH{self.DIMS_PER_BLOCK} "
-            f"soar={self.SOAR_LAMBDA} reorder={self.REORDER}"
+            f"soar={self.SOAR_LAMBDA} reorder={self.REORDER} int8, float32 rescore of {self.RESCORE}k"
         )
 
     # -- updates --------------------------------------------------------------------------
@@ -149,40 +154,46 @@ class ScannIndex(LocalIndex):
     def _search_slots(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.searcher is None:
             return scan(self.store, queries, k)
+        want = min(self.searcher.size(), self.RESCORE * k)  # the int8 order, then the exact one of these
         if len(queries) == 1 and not self.dead:  # the common case, kept lean: ~100 us a query in all
-            idx, dist = self.searcher.search(queries[0], k, max(self.REORDER, k), self.leaves_to_search)
-            if len(idx) == k:
-                return self.pos_slot[idx][None], dist[None]
-            return scan(self.store, queries, k)  # too few in the searched leaves
+            idx, _ = self.searcher.search(queries[0], want, max(self.REORDER, want), self.leaves_to_search)
+            if len(idx) < k:
+                return scan(self.store, queries, k)  # too few in the searched leaves
+            return self._rescored(queries, self.pos_slot[idx][None], k)
         size = self.searcher.size()
-        fetch = min(size, k if self.dead == 0 else k + min(self.dead, k + 16))
+        fetch = min(size, want if self.dead == 0 else want + min(self.dead, k + 16))
         pre = max(self.REORDER, fetch)
         if len(queries) == 1:
-            idx, dist = self.searcher.search(queries[0], fetch, pre, self.leaves_to_search)
-            idx, dist = idx[None], dist[None]
+            idx, _ = self.searcher.search(queries[0], fetch, pre, self.leaves_to_search)
+            idx = idx[None]
         else:
             par = self.threads != 1 and len(queries) >= 64
             if par:
                 self.searcher.set_num_threads(self.threads if self.threads > 0 else (os.cpu_count() or 1))
             try:
-                idx, dist = self.searcher.search_batched(
+                idx, _ = self.searcher.search_batched(
                     queries, fetch, pre, self.leaves_to_search, par, 256 if par else 0
                 )
             finally:
                 if par:
                     self.searcher.set_num_threads(1)
-        slots = self.pos_slot[idx.astype(np.int64)] if idx.size else np.zeros((len(queries), 0), np.int64)
+        if idx.shape[1] < k:
+            return scan(self.store, queries, k)  # too few candidates in the searched leaves (tiny index)
+        slots = self.pos_slot[idx.astype(np.int64)]
         if self.dead:
             live = slots >= 0
-            if idx.shape[1] < k or not np.all(live.sum(axis=1) >= k):
+            if not np.all(live.sum(axis=1) >= k):
                 return scan(self.store, queries, k)
-            order = np.argsort(~live, axis=1, kind="stable")[:, :k]  # live ones first, order kept
+            order = np.argsort(~live, axis=1, kind="stable")[:, : min(want, idx.shape[1])]  # live first
             slots = np.take_along_axis(slots, order, axis=1)
-            dist = np.take_along_axis(dist, order, axis=1)
-        elif idx.shape[1] < k:
-            # Too few candidates in the searched leaves (tiny index): be exact.
-            return scan(self.store, queries, k)
-        return slots, dist.astype(np.float32)
+            slots = np.where(slots >= 0, slots, slots[:, :1])  # any dead left in the tail: a live repeat
+        return self._rescored(queries, slots, k)
+
+    def _rescored(self, queries: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of the candidate `slots` by their float32 cosines, read from the store."""
+        scores = np.einsum("qd,qcd->qc", queries, self.store.vecs[slots])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(slots, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
     # -- persistence --------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
@@ -192,7 +203,7 @@ class ScannIndex(LocalIndex):
         with tempfile.TemporaryDirectory() as tmp:
             self.searcher.serialize(tmp, True)
             for f in sorted(os.listdir(tmp)):
-                out["scann_file_" + f] = np.fromfile(os.path.join(tmp, f), dtype=np.uint8)
+                out["scann_file_" + f] = file_pages(os.path.join(tmp, f))
         out["scann_meta"] = np.array([self.trained_n, self.leaves, self.dead], dtype=np.int64)
         out["scann_label_slot"] = self.pos_slot[: self.searcher.size()]
         return out
@@ -209,7 +220,7 @@ class ScannIndex(LocalIndex):
                     name = key[len("scann_file_") :]
                     if os.path.basename(name) != name or name in ("", ".", ".."):
                         raise RuntimeError(f"bad ScaNN asset name {name!r}")
-                    arr.astype(np.uint8).tofile(os.path.join(tmp, name))
+                    np.asarray(arr, dtype=np.uint8).tofile(os.path.join(tmp, name))
             b.searcher = b._sop.load_searcher(tmp).searcher
         b.searcher.set_num_threads(1)
         b.trained_n, b.leaves, b.dead = (int(v) for v in arrays["scann_meta"])

@@ -161,7 +161,6 @@ model_option = click.option(
     default=None,
     help="Recognise text in photos (receipts, signs, slides) so searches find it; the collection remembers "
     "the choice (about 0.3 s a photo on 2 cores; needs pip install 'semsearch[ocr]').",
-
 )
 @click.option(
     "--ray",

@@ -66,7 +66,12 @@ class Encode(Protocol):
     work over a Ray cluster (so `analyse` must pickle)."""
 
     def __call__(
-        self, paths: Sequence[Path], encoder: ImageModel, batch_size: int = 32, *, analyse: Analyse | None = None
+        self,
+        paths: Sequence[Path],
+        encoder: ImageModel,
+        batch_size: int = 32,
+        *,
+        analyse: Analyse | None = None,
     ) -> Iterator[EncodedBatch | Skipped]: ...
 
 

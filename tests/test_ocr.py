@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import re
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
-from semsearch.collection import Collection
+from semsearch.collection import Analysis, Collection
 from semsearch.errors import UnknownWordError
+from semsearch.pipeline import FileState
 
 pytest.importorskip("rapidocr_onnxruntime", reason="OCR needs the ocr extra: pip install 'semsearch[ocr]'")
 
@@ -57,6 +59,18 @@ def test_words_rendered_on_photos_are_read(caltech, reader):
         read = set(re.findall(r"\w+", reader.read(with_text(source, word)).lower()))
         assert set(word.lower().split()) <= read, read
     assert reader.read((sorted((caltech / "okapi").iterdir())[0]).read_bytes()) == ""  # nothing written
+
+
+def test_the_index_analysis_pickles_to_a_fresh_reader(caltech, reader):
+    """A Ray worker gets the analysis by pickle: it must arrive as a working reader, not a shared one."""
+    source = sorted((caltech / "ferry").iterdir())[1]
+    data = with_text(source, "RECEIPT")
+    reader.read(data)  # the engine loaded here is not what travels
+    sent = pickle.loads(pickle.dumps(Analysis(reader)))
+    assert sent.reader is not reader
+    file = FileState(size=len(data), mtime_ns=0, sha256="")
+    details, text = sent(source, data, file)
+    assert "receipt" in text.lower() and details.columns()["width"] > 0
 
 
 def _png(width: int, height: int, colour: int = 128) -> bytes:

@@ -61,15 +61,16 @@ def photos(caltech, tmp_path) -> Path:
 
 
 def contents(db: Path) -> dict[str, tuple]:
-    """Every indexed path with its size, hash, label and vectors in every space."""
+    """Every indexed path with its size, hash, photo details and vectors in every space."""
     with Collection(db) as collection:
         store = collection.store
         spaces = [s.name for s in collection.model.spaces]
         records = store.records()
         rows = np.array([r.row for r in records.values()])
         vectors = {s: store.vectors_at(s, rows) for s in spaces}
+        details = store.details_of([r.id for r in records.values()])
         return {
-            path: (r.size, r.sha256, {s: vectors[s][i] for s in spaces})
+            path: (r.size, r.sha256, details[r.id], {s: vectors[s][i] for s in spaces})
             for i, (path, r) in enumerate(records.items())
         }
 
@@ -77,9 +78,10 @@ def contents(db: Path) -> dict[str, tuple]:
 def assert_same(a: dict[str, tuple], b: dict[str, tuple]) -> None:
     assert sorted(a) == sorted(b)
     for path in a:
-        assert a[path][:2] == b[path][:2], path
-        for space, vector in a[path][2].items():
-            np.testing.assert_allclose(b[path][2][space], vector, atol=1e-6, rtol=0, err_msg=path)
+        assert a[path][:3] == b[path][:3], path
+        assert a[path][2]["width"] > 0, path  # details were read on the workers
+        for space, vector in a[path][3].items():
+            np.testing.assert_allclose(b[path][3][space], vector, atol=1e-6, rtol=0, err_msg=path)
 
 
 def index_both(folder: Path, local: Path, distributed: Path, workers: int) -> tuple[dict, dict]:
@@ -113,7 +115,8 @@ def test_reindexing_with_changes_through_ray_matches_local(photos, caltech, tmp_
     (photos / "bad" / "empty.jpg").unlink()  # a bad file gone
     here, there = index_both(photos, tmp_path / "local", tmp_path / "ray", workers=2)
     assert there == here
-    assert (here["added"], here["updated"], here["removed"], here["unchanged"]) == (2, 1, 2, 57)
+    assert (here["added"], here["updated"], here["moved"], here["removed"]) == (1, 1, 1, 1)
+    assert here["unchanged"] == 57
     assert_same(contents(tmp_path / "local"), contents(tmp_path / "ray"))
 
 
@@ -122,9 +125,9 @@ def test_nothing_new_starts_no_ray_work(photos, tmp_path):
     sent: list[int] = []
 
     class Counting(RayEncode):
-        def __call__(self, paths, model, batch_size=32):
+        def __call__(self, paths, model, batch_size=32, *, analyse=None):
             sent.append(len(paths))
-            return super().__call__(paths, model, batch_size)
+            return super().__call__(paths, model, batch_size, analyse=analyse)
 
     db = tmp_path / "db"
     for _ in range(2):

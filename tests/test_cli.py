@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 
 def run(
     *args: str | bytes, env: dict | None = None, limit: tuple[str, int] | None = None
@@ -180,7 +178,6 @@ def test_kill_9_during_indexing_leaves_a_working_collection(caltech, tmp_path):
     assert _count(db) == 1184
 
 
-@pytest.mark.slow
 def test_demo_runs_on_bundled_photos(tmp_path):
     done = run("demo", "--json", "--db", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stderr

@@ -310,6 +310,7 @@ def test_a_loaded_exact_index_keeps_its_vectors_out_of_private_memory(rng, tmp_p
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads /proc")
+@pytest.mark.slow
 def test_a_loaded_scann_index_holds_less_than_the_raw_vectors(rng, tmp_path):
     """ScaNN keeps int8 codes for re-ranking, not a second float32 copy: what a loaded index holds is
     well under the vectors' float32 size, and its scores are still the true cosines."""

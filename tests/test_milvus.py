@@ -65,6 +65,7 @@ def assert_matches_catalog(db: Path, lite: Path) -> None:
         assert ids == catalog_ids(db), name
 
 
+@pytest.mark.slow
 def test_index_reindex_query_and_remove_with_milvus_lite(small_photos, tmp_path):
     db, lite, plain = tmp_path / "db", tmp_path / "vectors.db", tmp_path / "plain"
     report = ok("index", str(small_photos), "--db", str(db), "--vectors", f"milvus-lite:{lite}")
@@ -127,6 +128,7 @@ def test_the_http_api_answers_as_with_in_process_indexes(small_photos, tmp_path)
         assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_kill_9_while_writing_to_milvus_lite_then_rerun(caltech_collection, caltech, tmp_path):
     """Moving a collection's vectors into Milvus writes 2 x 1,184 of them; a SIGKILL lands in that write."""
     db, lite = tmp_path / "db", tmp_path / "vectors.db"

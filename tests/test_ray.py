@@ -141,6 +141,7 @@ def _count(db: Path) -> int:
         return conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_ray_driver_then_rerun(caltech, tmp_path):
     folder = _photos(caltech, tmp_path / "photos", 40)
     total = sum(1 for _ in folder.rglob("*.jpg"))  # 238: not every class has 40

@@ -522,6 +522,12 @@ class Store:
             self._vector_path(space, old).unlink(missing_ok=True)
 
     # --- reads ------------------------------------------------------------------------------------
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the catalog does: SQLite's data_version counts other connections' commits,
+        total_changes this one's rows written."""
+        (other,) = self.db.execute("PRAGMA data_version").fetchone()
+        return int(other), self.db.total_changes
+
     def snapshot(self, spaces: Iterable[str] | None = None) -> Snapshot:
         """A consistent view of ids, paths and vectors (memory-mapped, read-only)."""
         self.db.execute("BEGIN")

@@ -22,6 +22,8 @@ import pytest
 
 pytest.importorskip("ray.data", reason="the scale extra (Ray Data) is not installed")
 
+from test_cli import run  # noqa: E402 -- the CLI in a new process
+
 from semsearch.collection import Collection  # noqa: E402
 from semsearch.scale.raydata import RayEncode, quiet  # noqa: E402
 
@@ -190,22 +192,12 @@ def test_kill_9_of_the_ray_driver_then_rerun(caltech, tmp_path):
     assert_same(contents(tmp_path / "local"), contents(db))
 
 
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "semsearch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def test_without_ray_installed_ray_says_how_to_install_it(photos, tmp_path):
     hidden = tmp_path / "no-ray"
     (hidden / "ray").mkdir(parents=True)
     (hidden / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     env = {"PYTHONPATH": os.pathsep.join([str(hidden), os.environ.get("PYTHONPATH", "")])}
-    done = _cli("index", str(photos), "--db", str(tmp_path / "db"), "--ray", env=env)
+    done = run("index", str(photos), "--db", str(tmp_path / "db"), "--ray", env=env)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --ray needs Ray Data: pip install 'semsearch[scale]'"
     assert not (tmp_path / "db").exists()  # refused before anything was made
@@ -220,7 +212,7 @@ def test_without_ray_installed_ray_says_how_to_install_it(photos, tmp_path):
     ],
 )
 def test_bad_ray_options_are_one_line_errors(photos, tmp_path, args, message):
-    done = _cli("index", str(photos), "--db", str(tmp_path / "db"), *args)
+    done = run("index", str(photos), "--db", str(tmp_path / "db"), *args)
     assert done.returncode == 2
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
     assert not (tmp_path / "db").exists()

@@ -22,6 +22,7 @@ import numpy as np
 
 from semsearch.errors import CollectionError
 from semsearch.paths import write_atomically
+from semsearch.vectors import few_threads
 
 FORMAT_VERSION = 1
 #: Saved arrays at least this large are memory-mapped when an index is loaded, not read.
@@ -145,6 +146,12 @@ class VectorIndex(ABC):
         Where fewer than k vectors are stored (or found, or allowed), rows are padded with id -1 and score
         -inf. `allowed`: search only among these ids (the photos a filter leaves; ids not held are
         ignored), inside the search itself, never by searching more and dropping results."""
+        with few_threads(len(queries)):
+            return self._search_checked(queries, k, allowed)
+
+    def _search_checked(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         q = self._queries(queries)
         k = int(k)
         if k < 0:

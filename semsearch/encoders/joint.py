@@ -38,10 +38,13 @@ _VERSION = "1"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    """Class probabilities, in float32 and in place on one copy: a phrase query takes it over thousands of
+    candidates' 1,000 logits (float64 took 0.23 s of a 1 s CLI query for 5,000 photos)."""
+    z = np.array(logits, dtype=np.float32)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
 
 
 def top_probabilities(logits: np.ndarray, top: int = TOP_T) -> np.ndarray:
@@ -134,10 +137,12 @@ _SPACES_BY_ID: dict[str, object] = {}
 
 @cache
 def _class_vectors(identity: str, space) -> np.ndarray:
-    if _is_word_space(space):
+    """Built once per machine and word space, then read (a GloVe build takes ~0.4 s of every CLI query)."""
+
+    def build_words() -> np.ndarray:
         return np.stack([_glove_class_vector(space, syn) for syn in class_synonyms()])
 
-    def build() -> np.ndarray:
+    def build_sentences() -> np.ndarray:
         rows, owners, weights = [], [], []
         for c, syn in enumerate(class_synonyms()):
             for i, name in enumerate(_class_names(syn)):
@@ -149,6 +154,7 @@ def _class_vectors(identity: str, space) -> np.ndarray:
         np.add.at(out, np.asarray(owners), enc)
         return normalise(out)
 
+    build = build_words if _is_word_space(space) else build_sentences
     return _cached_array(f"classes-{identity}-{_key(_VERSION, _classes_key())}", build)
 
 

@@ -1053,6 +1053,20 @@ class Collection:
         probabilities = top_probabilities(vectors["logits"][None])
         return tags(vector, k, space=self.space, probabilities=probabilities, words=head)[0]
 
+    #: CLIP's logit scale: its cosines to the class names times this are its zero-shot class logits.
+    ZERO_SHOT_SCALE = 100.0
+
+    def class_probabilities(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(n, 1000) ImageNet class probabilities of images from their stored vectors ({space: (n, d)}),
+        kept for each row's top classes as tags and ConSE keep them: the classifier's own for an ImageNet
+        model, zero-shot over the class names for a model with a text side."""
+        from semsearch.encoders.joint import class_vectors, top_probabilities
+
+        if not self.native_text:
+            return top_probabilities(vectors["logits"])
+        names = class_vectors(self.model.text_model())
+        return top_probabilities(self.ZERO_SHOT_SCALE * normalise(vectors[self.image_space]) @ names.T)
+
     def stats(self) -> dict[str, object]:
         meta = self.store.meta()
         text = (

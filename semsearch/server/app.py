@@ -19,6 +19,7 @@ token, every ``/api`` call needs ``Authorization: Bearer <token>`` (or ``?token=
 from __future__ import annotations
 
 import hmac
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from semsearch.errors import CollectionError, SemsearchError
 from semsearch.server.guards import Gate, SameOriginWrites
+from semsearch.server.maps import prepare as prepare_map
 from semsearch.server.routes import api_router
 from semsearch.server.state import Served
 
@@ -111,6 +113,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        threading.Thread(target=prepare_map, name="semsearch-map-imports", daemon=True).start()
         yield
         served.close()
 

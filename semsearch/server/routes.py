@@ -3,6 +3,7 @@ into `Collection` (as the CLI's commands are) on a collection borrowed from `Ser
 
 from __future__ import annotations
 
+import json
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,8 @@ from semsearch.errors import DecodeError
 from semsearch.media import SUPPORTED_SUFFIXES
 from semsearch.paths import shown
 from semsearch.server.guards import Gate
-from semsearch.server.maps import projection
-from semsearch.server.state import Served, word_table
+from semsearch.server.maps import collection_map
+from semsearch.server.state import Epoch, Served, word_table
 from semsearch.store import Record
 from semsearch.thumbs import MEDIA_TYPE, thumbnail
 
@@ -310,11 +311,22 @@ def api_router(served: Served, *, gate: Gate, max_upload: int, guard: Depends) -
         headers = {"X-Unknown-Words": quote(",".join(unknown), safe=",")} if unknown else None
         return JSONResponse(rows, headers=headers)
 
+    def the_map(epoch: Epoch) -> dict[str, object]:
+        """The collection's map, computed once per catalog version by the first caller (others wait)."""
+
+        def build() -> dict[str, object]:
+            with epoch.borrow() as c:
+                return collection_map(c)
+
+        return epoch.cached("map", build)
+
     @api.get("/map", tags=["images"])
-    def collection_map():
-        """Every image placed by a 2-D PCA of its features, with labelled clusters (computed once per change)."""
+    def map_of_collection() -> Response:
+        """Every image placed in 2-D so that photos that look alike lie together (`points`: id, x, y in
+        [0, 1], cluster), in regions named by what they show (`clusters`, largest first: label, centre x,
+        y, size, box [x0, y0, x1, y1] of its photos). Computed once per change of the collection."""
         epoch = served.epoch()
-        with epoch.borrow() as c:
-            return JSONResponse(epoch.cached("map", lambda: projection(c)))
+        body = epoch.cached("map.json", lambda: json.dumps(the_map(epoch), separators=(",", ":")).encode())
+        return Response(body, media_type="application/json")
 
     return api

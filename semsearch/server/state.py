@@ -142,15 +142,19 @@ class Epoch:
     def __init__(self, root: Path, version: int, shared: dict[str, Any]) -> None:
         self.root, self.version, self.shared = root, version, shared
         self._pool: queue.SimpleQueue[ServedCollection] = queue.SimpleQueue()
-        self._lock = threading.RLock()  # a build may need another cached value
+        self._lock = threading.Lock()
+        self._building: dict[object, threading.Lock] = {}  # one per key: a slow map never holds up an index
         self._cache: dict[object, Any] = {}
         self.closed = False
 
     def cached(self, key: object, build: Callable[[], Any]) -> Any:
-        """A value computed once per epoch (index, joint table, map projection); others wait for it."""
+        """A value computed once per epoch (index, joint table, map); callers asking for it while it is
+        being built wait for that build instead of starting their own. A build may ask for another key."""
         found = self._cache.get(key)
         if found is None:
             with self._lock:
+                building = self._building.setdefault(key, threading.Lock())
+            with building:
                 found = self._cache.get(key)
                 if found is None:
                     found = self._cache[key] = build()

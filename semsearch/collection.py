@@ -993,6 +993,12 @@ class Collection:
         ids = self.store.matching(filters, newest_first=sort != "date", limit=self._clamp(k))
         return self._hits(((int(i), 0.0) for i in ids), len(ids))
 
+    def newest(self, k: int = 10) -> list[Hit]:
+        """The k photos taken last (date taken: EXIF, else the file's time), newest first; score 0."""
+        from semsearch.query import Filters
+
+        return self._by_date(Filters(), k, "newest")
+
     #: A description is ranked among the union of each concept's nearest photos, at least this many.
     CANDIDATES = 2000
 

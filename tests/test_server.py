@@ -132,6 +132,7 @@ def test_health_stats_classes_schema(client, ids):
         "/api/stats",
         "/api/health",
         "/api/map",
+        "/api/overview",
     ):
         assert path in schema["paths"], path
 
@@ -375,7 +376,7 @@ def test_map_regions_are_named_by_what_they_show(client, db, ids):
 
 
 def test_map_is_computed_once_per_collection_version(db, ids, monkeypatch):
-    """Concurrent first requests share one computation; later ones reuse it."""
+    """Concurrent first requests share one computation; later ones, and the overview, reuse it."""
     from semsearch.server import routes
     from semsearch.server.app import create_app
 
@@ -390,8 +391,32 @@ def test_map_is_computed_once_per_collection_version(db, ids, monkeypatch):
     with local(create_app(db)) as c, ThreadPoolExecutor(6) as pool:
         bodies = list(pool.map(lambda _: c.get("/api/map").content, range(6)))
         assert len(calls) == 1 and len(set(bodies)) == 1
-        assert c.get("/api/map").content == bodies[0]
+        assert c.get("/api/map").content == bodies[0] and c.get("/api/overview").status_code == 200
         assert len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------------ overview
+
+
+def test_overview_shows_the_collection_and_queries_that_find_photos(client, db, ids):
+    from semsearch.classes import resolve_group
+
+    data = client.get("/api/overview").json()
+    assert set(data) == {"count", "model", "recent", "examples"}
+    stats = client.get("/api/stats").json()
+    assert data["count"] == len(ids) and data["model"] == stats["model"]
+    assert len(data["recent"]) == min(12, len(ids))
+    for row in data["recent"]:
+        assert set(row) == IMAGE_ROW
+    taken = [row["taken"] for row in data["recent"]]
+    assert taken == sorted(taken, reverse=True)
+    with Collection(db) as c:
+        assert data["recent"] == [h.to_dict() for h in c.search("after:1900", k=12, sort="newest")]
+    assert client.get("/api/overview", params={"k": 3}).json()["recent"] == data["recent"][:3]
+    assert 1 <= len(data["examples"]) <= 6 and len(set(data["examples"])) == len(data["examples"])
+    for query in data["examples"]:
+        resolve_group(query)
+        assert client.get("/api/search", params={"q": query, "k": 5}).json(), query
 
 
 # ------------------------------------------------------------------------------------------ concurrency
@@ -693,6 +718,8 @@ def test_empty_collection_answers_sensibly(tmp_path, photo_bytes):
         assert c.get("/api/health").json()["images"] == 0
         assert c.get("/api/stats").json()["images"] == 0
         assert c.get("/api/map").json() == {"points": [], "clusters": []}
+        overview = c.get("/api/overview").json()
+        assert overview["count"] == 0 and overview["recent"] == [] and overview["examples"] == []
         assert c.get("/api/search", params={"q": "cat", "k": 200}).json() == []
         upload = c.post("/api/similar", params={"k": 200}, content=photo_bytes)
         assert upload.status_code == 200 and upload.json() == []

@@ -1,4 +1,4 @@
-"""The map of a collection made with a CLIP-family model (no ImageNet classifier): its regions
+"""The map and overview of a collection made with a CLIP-family model (no ImageNet classifier): its regions
 are named from zero-shot scores over the class names."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from semsearch.classes import resolve_group
 from semsearch.collection import Collection
 
 
-def test_map_of_a_clip_collection(tiny_clip: Path, small_photos: Path, tmp_path: Path) -> None:
+def test_map_and_overview_of_a_clip_collection(tiny_clip: Path, small_photos: Path, tmp_path: Path) -> None:
     from semsearch.server.app import create_app
 
     db = tmp_path / "db"
@@ -22,3 +22,6 @@ def test_map_of_a_clip_collection(tiny_clip: Path, small_photos: Path, tmp_path:
         assert len(data["points"]) == 12 and sum(c["size"] for c in data["clusters"]) == 12
         for cluster in data["clusters"]:
             resolve_group(cluster["label"])
+        overview = client.get("/api/overview").json()
+        assert overview["count"] == 12 and overview["model"].startswith("clip")
+        assert overview["examples"] and all(resolve_group(q) for q in overview["examples"])

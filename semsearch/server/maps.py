@@ -41,6 +41,7 @@ REGIONS = 24  # most named regions (about sqrt(photos) of them)
 CHUNK = 8192  # photos read and reduced at once
 PER_NAME = 200  # photos of a region whose class probabilities name it
 BOX = (10, 50, 90)  # a cluster's box holds the middle 80% of its photos on each axis; its centre: the median
+EXAMPLES = 6  # example queries a collection's overview offers
 
 
 def collection_map(collection: Collection) -> dict[str, object]:
@@ -188,6 +189,13 @@ def region_names(mass: np.ndarray) -> list[str]:
     specific = 1.0 - np.log(held) / math.log(member.shape[0])
     share = mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-12)
     return [names[i] for i in np.argmax((share @ member) * specific, axis=1)]
+
+
+def examples(made: dict[str, object]) -> list[str]:
+    """Queries that find photos of this collection: the names of its map's largest regions, each once (a
+    name is a class or group name, which a search ranks by the classifier's probability for it)."""
+    names = dict.fromkeys(c["label"] for c in made["clusters"] if c["label"])
+    return list(names)[:EXAMPLES]
 
 
 def prepare() -> None:

@@ -25,7 +25,7 @@ from semsearch.errors import DecodeError
 from semsearch.media import SUPPORTED_SUFFIXES
 from semsearch.paths import shown
 from semsearch.server.guards import Gate
-from semsearch.server.maps import collection_map
+from semsearch.server.maps import collection_map, examples
 from semsearch.server.state import Epoch, Served, word_table
 from semsearch.store import Record
 from semsearch.thumbs import MEDIA_TYPE, thumbnail
@@ -328,5 +328,16 @@ def api_router(served: Served, *, gate: Gate, max_upload: int, guard: Depends) -
         epoch = served.epoch()
         body = epoch.cached("map.json", lambda: json.dumps(the_map(epoch), separators=(",", ":")).encode())
         return Response(body, media_type="application/json")
+
+    @api.get("/overview", tags=["meta"])
+    def overview(k: K = 12) -> dict[str, object]:
+        """What a start page shows: how many photos, the image model, the `k` newest photos (by date
+        taken; rows as /api/search's) and up to six example queries that find photos of this collection
+        (the names of its map's largest regions, such as 'dog' or 'laptop')."""
+        epoch = served.epoch()
+        with epoch.borrow() as c:
+            count, recent = c.store.count(), _rows(c.newest(k))
+            model = c.store.meta().get("image_model") or c.model_name
+        return {"count": count, "model": model, "recent": recent, "examples": examples(the_map(epoch))}
 
     return api

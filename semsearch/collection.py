@@ -1012,6 +1012,12 @@ class Collection:
         ids = self.store.matching(filters, newest_first=sort != "date", limit=self._clamp(k))
         return self._hits(((int(i), 0.0) for i in ids), len(ids))
 
+    def newest(self, k: int = 10) -> list[Hit]:
+        """The k photos taken last (date taken: EXIF, else the file's time), newest first; score 0."""
+        from semsearch.query import Filters
+
+        return self._by_date(Filters(), k, "newest")
+
     #: A description is ranked among the union of each concept's nearest photos, at least this many.
     CANDIDATES = 2000
 
@@ -1071,6 +1077,20 @@ class Collection:
         head = hasattr(self.joint, "embed_images")  # a trained head's vectors land near plain words too
         probabilities = top_probabilities(vectors["logits"][None])
         return tags(vector, k, space=self.space, probabilities=probabilities, words=head)[0]
+
+    #: CLIP's logit scale: its cosines to the class names times this are its zero-shot class logits.
+    ZERO_SHOT_SCALE = 100.0
+
+    def class_probabilities(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(n, 1000) ImageNet class probabilities of images from their stored vectors ({space: (n, d)}),
+        kept for each row's top classes as tags and ConSE keep them: the classifier's own for an ImageNet
+        model, zero-shot over the class names for a model with a text side."""
+        from semsearch.encoders.joint import class_vectors, top_probabilities
+
+        if not self.native_text:
+            return top_probabilities(vectors["logits"])
+        names = class_vectors(self.model.text_model())
+        return top_probabilities(self.ZERO_SHOT_SCALE * normalise(vectors[self.image_space]) @ names.T)
 
     def stats(self) -> dict[str, object]:
         meta = self.store.meta()

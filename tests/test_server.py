@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -131,6 +132,7 @@ def test_health_stats_classes_schema(client, ids):
         "/api/stats",
         "/api/health",
         "/api/map",
+        "/api/overview",
     ):
         assert path in schema["paths"], path
 
@@ -329,13 +331,92 @@ def test_token_required_on_every_api_call(db, ids, photo_bytes):
 # ------------------------------------------------------------------------------------------ map
 
 
-def test_map(client, ids):
+#: What each class's photos are, as a WordNet group: their region's name must be this group or inside it.
+KINDS = {
+    "crocodile": "reptile",
+    "laptop": "computer",
+    "soccer_ball": "ball",
+    "accordion": "musical instrument",
+}
+
+
+def _classes_of(db: Path) -> dict[int, str]:
+    with Collection(db) as c:
+        return {r.id: Path(r.path).parent.name for r in c.store.records().values()}
+
+
+@pytest.mark.skipif(not CALTECH.is_dir(), reason="needs the caltech-dev photos")
+def test_map_regions_are_named_by_what_they_show(client, db, ids):
+    """Each class's photos lie together, in one region named by a class or group of that kind ('computer'
+    for laptops), never a list of fragments; every name is a query the search understands."""
+    from semsearch.classes import resolve_group
+
     data = client.get("/api/map").json()
     assert sorted(p["id"] for p in data["points"]) == ids
     assert all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in data["points"])
-    assert data["clusters"] and sum(c["size"] for c in data["clusters"]) == len(ids)
-    assert all(c["label"] for c in data["clusters"])
-    assert client.get("/api/map").json() == data  # cached per collection version
+    clusters = data["clusters"]
+    assert sum(c["size"] for c in clusters) == len(ids)
+    assert [c["size"] for c in clusters] == sorted((c["size"] for c in clusters), reverse=True)
+    for c in clusters:
+        x0, y0, x1, y1 = c["box"]
+        assert 0 <= x0 <= c["x"] <= x1 <= 1 and 0 <= y0 <= c["y"] <= y1 <= 1, c
+        resolve_group(c["label"])  # a class or group name, not 'tent, sarong'
+    of = _classes_of(db)
+    where = {p["id"]: (p["x"], p["y"], p["cluster"]) for p in data["points"]}
+    for name, kind in KINDS.items():
+        members = [where[i] for i in ids if of[i] == name]
+        region = Counter(c for _, _, c in members).most_common(1)[0][0]
+        assert sum(c == region for _, _, c in members) >= len(members) - 1, (name, members)
+        label = clusters[region]["label"]
+        assert set(resolve_group(label).classes) <= set(resolve_group(kind).classes), (name, label)
+        # alike photos lie together: closer to their own class than to the others, on average
+        own = [math.dist(a[:2], b[:2]) for a in members for b in members if a is not b]
+        others = [math.dist(a[:2], where[i][:2]) for a in members for i in ids if of[i] != name]
+        assert sum(own) / len(own) < sum(others) / len(others), name
+
+
+def test_map_is_computed_once_per_collection_version(db, ids, monkeypatch):
+    """Concurrent first requests share one computation; later ones, and the overview, reuse it."""
+    from semsearch.server import routes
+    from semsearch.server.app import create_app
+
+    calls: list[int] = []
+
+    def counted(collection):
+        calls.append(1)
+        return real(collection)
+
+    real = routes.collection_map
+    monkeypatch.setattr(routes, "collection_map", counted)
+    with local(create_app(db)) as c, ThreadPoolExecutor(6) as pool:
+        bodies = list(pool.map(lambda _: c.get("/api/map").content, range(6)))
+        assert len(calls) == 1 and len(set(bodies)) == 1
+        assert c.get("/api/map").content == bodies[0] and c.get("/api/overview").status_code == 200
+        assert len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------------ overview
+
+
+def test_overview_shows_the_collection_and_queries_that_find_photos(client, db, ids):
+    from semsearch.classes import resolve_group
+
+    data = client.get("/api/overview").json()
+    assert set(data) == {"count", "model", "recent", "examples"}
+    stats = client.get("/api/stats").json()
+    assert data["count"] == len(ids) and data["model"] == stats["model"]
+    assert len(data["recent"]) == min(12, len(ids))
+    for row in data["recent"]:
+        assert set(row) == IMAGE_ROW
+    taken = [row["taken"] for row in data["recent"]]
+    assert taken == sorted(taken, reverse=True)
+    with Collection(db) as c:
+        assert data["recent"] == [h.to_dict() for h in c.search("after:1900", k=12, sort="newest")]
+    assert client.get("/api/overview", params={"k": 3}).json()["recent"] == data["recent"][:3]
+    assert 1 <= len(data["examples"]) <= 6 and len(set(data["examples"])) == len(data["examples"])
+    for query in data["examples"]:
+        resolve_group(query)
+        assert client.get("/api/search", params={"q": query, "k": 5}).json(), query
 
 
 # ------------------------------------------------------------------------------------------ concurrency
@@ -637,6 +718,8 @@ def test_empty_collection_answers_sensibly(tmp_path, photo_bytes):
         assert c.get("/api/health").json()["images"] == 0
         assert c.get("/api/stats").json()["images"] == 0
         assert c.get("/api/map").json() == {"points": [], "clusters": []}
+        overview = c.get("/api/overview").json()
+        assert overview["count"] == 0 and overview["recent"] == [] and overview["examples"] == []
         assert c.get("/api/search", params={"q": "cat", "k": 200}).json() == []
         upload = c.post("/api/similar", params={"k": 200}, content=photo_bytes)
         assert upload.status_code == 200 and upload.json() == []

@@ -246,6 +246,13 @@ def _tag_names() -> tuple[tuple[str, ...], np.ndarray, dict[int, frozenset[int]]
     return tuple(shown[key] for key in rows), member, {position[key]: c for key, c in groups.items()}
 
 
+def tag_names() -> tuple[tuple[str, ...], np.ndarray]:
+    """The whole names tags are made of (class names, then one-word WordNet group names) and a (1000, names)
+    boolean matrix of the classes each name holds: what names a set of photos ('dog', 'laptop')."""
+    names, member, _ = _tag_names()
+    return names, member > 0
+
+
 def _vocabulary_words(space) -> list[str]:
     """The whole names first, then the common words (a trained head's vectors land near any word)."""
     stops = stop_words()

@@ -274,6 +274,12 @@ class Collection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def version(self) -> tuple[int, int]:
+        """The catalog's version as this collection sees it (`Store.version`): it changes when another
+        process commits to it (an `index` run), so a long-lived reader (the server) knows when to reload
+        what it derived from it."""
+        return self.store.version()
+
     # --- the image model (a cheap descriptor: weights load only when a photo must be encoded) ------
     @cached_property
     def model(self) -> ImageModel:

@@ -422,6 +422,26 @@ def test_overview_shows_the_collection_and_queries_that_find_photos(client, db, 
 # ------------------------------------------------------------------------------------------ concurrency
 
 
+def test_collection_version_changes_with_each_index_run(served_collection, tmp_path):
+    """What a running server polls (through `Collection`, as the CLI reads) to notice new index runs."""
+    db = tmp_path / "db"
+    shutil.copytree(served_collection[0], db)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    source = next(p for p in sorted(served_collection[1].rglob("*")) if p.is_file())
+    shutil.copy2(source, extra / "copy.jpg")
+    with Collection(db) as reader:
+        first = reader.version()
+        assert reader.version() == first  # reading changes nothing
+        with Collection(db, writable=True) as writer:
+            writer.sync(extra)
+        second = reader.version()
+        assert second != first
+        with Collection(db) as other:
+            other.stats()
+        assert reader.version() == second  # other readers change nothing
+
+
 def test_concurrent_reads_during_index_run(served_collection, tmp_path):
     """Readers never fail while `index` adds images; the server then notices the new ones."""
     from semsearch.server.app import create_app

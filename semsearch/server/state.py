@@ -7,16 +7,15 @@ Concurrency model
   connections are never shared between threads at the same time.
 * What is expensive is loaded once and shared by the pool: the nearest-neighbour index (per catalog
   version), the image model, the word table, and any other lazily computed model attribute.
-* A long-lived server notices new `index` runs: before each request it reads SQLite's
-  ``PRAGMA data_version`` (changes whenever another connection committed). When it changed, a new
-  *epoch* starts: a fresh pool and index cache; requests already running finish on the old one. Readers
-  see the old or the new state, never a mix (SQLite WAL + append-only vector files).
+* A long-lived server notices new `index` runs: before each request it reads the catalog's version
+  (`Collection.version`: SQLite's data_version, which changes when another connection commits). When it
+  changed, a new *epoch* starts: a fresh pool and index cache; requests already running finish on the old
+  one. Readers see the old or the new state, never a mix (SQLite WAL + append-only vector files).
 """
 
 from __future__ import annotations
 
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from semsearch.collection import Collection
-from semsearch.store import CATALOG
 
 KEPT_ACROSS_EPOCHS = frozenset({"model"})  # cached attributes that do not depend on the catalog
 
@@ -139,7 +137,7 @@ def _cached_names(obj: object) -> Iterator[str]:
 class Epoch:
     """Everything derived from one version of the catalog: a pool of collections and the caches."""
 
-    def __init__(self, root: Path, version: int, shared: dict[str, Any]) -> None:
+    def __init__(self, root: Path, version: tuple[int, int], shared: dict[str, Any]) -> None:
         self.root, self.version, self.shared = root, version, shared
         self._pool: queue.SimpleQueue[ServedCollection] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -190,20 +188,18 @@ class Epoch:
 
 
 class Served:
-    """One collection served over HTTP: epochs keyed by the catalog's data_version."""
+    """One collection served over HTTP: epochs keyed by the catalog's version (`Collection.version`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().absolute()
-        Collection(self.root).close()  # fail early (CollectionError) if there is no collection there
-        self._watch = sqlite3.connect(self.root / CATALOG, check_same_thread=False, isolation_level=None)
-        self._watch.execute("PRAGMA query_only=1")
+        self._watch = Collection(self.root)  # read-only; fails early (CollectionError) if there is none
         self._lock = threading.Lock()
         self._shared: dict[str, Any] = {}
         self._epoch: Epoch | None = None
 
     def epoch(self) -> Epoch:
         with self._lock:
-            (version,) = self._watch.execute("PRAGMA data_version").fetchone()
+            version = self._watch.version()
             current = self._epoch
             if current is None or current.version != version:
                 kept = {k: v for k, v in self._shared.items() if k in KEPT_ACROSS_EPOCHS}

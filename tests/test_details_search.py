@@ -291,7 +291,7 @@ def test_api_search_and_similar_take_filters_and_sort(client, exif_db):
 def test_api_bad_filters_are_400(client, url, params):
     response = client.get(url, params=params)
     assert response.status_code == 400 and "detail" in response.json()
-    assert client.get("/api/search", params={"q": "crocodile", "sort": "sideways"}).status_code == 422
+    assert client.get("/api/search", params={"q": "crocodile", "sort": "sideways"}).status_code == 400
 
 
 def test_api_image_details(client, exif_db):

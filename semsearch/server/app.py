@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
@@ -32,6 +33,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from semsearch.errors import CollectionError, SemsearchError
 from semsearch.server.guards import Gate, SameOriginWrites
 from semsearch.server.maps import prepare as prepare_map
+from semsearch.server.messages import bad_parameter, document_errors
 from semsearch.server.routes import api_router
 from semsearch.server.state import Served
 
@@ -130,6 +132,15 @@ def create_app(
     @app.exception_handler(SemsearchError)
     async def _user_error(request: Request, exc: SemsearchError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    app.add_exception_handler(RequestValidationError, bad_parameter)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     app.add_middleware(SameOriginWrites)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, *hosts], www_redirect=False)

@@ -155,6 +155,27 @@ def test_page_and_static(client):
     assert "http" not in client.get("/static/app.js").text.replace("http-equiv", "")  # nothing from a CDN
 
 
+def test_docs_page_needs_nothing_from_outside(client):
+    """/docs renders offline: the page and every script, stylesheet and icon it names (and whatever those
+    stylesheets import) are served here; nothing points to another host."""
+    import re
+    from urllib.parse import urljoin, urlsplit
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    found = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url\s*:\s*["']([^"']+)["']""", page.text)
+    assets = {urljoin(LOCAL + "/docs", a or b) for a, b in found}
+    assert len(assets) >= 4, assets  # script, stylesheet, icon, the OpenAPI schema
+    for url in sorted(assets):
+        assert urlsplit(url).netloc == "127.0.0.1:8000", url
+        response = client.get(url)
+        assert response.status_code == 200 and response.content, url
+        if url.endswith(".css"):  # fonts or images a stylesheet pulls in
+            for ref in re.findall(r"url\(\s*['\"]?(https?:[^'\")]+)", response.text):
+                raise AssertionError(f"{url} loads {ref}")
+    assert "https://" not in page.text
+
+
 # ------------------------------------------------------------------------------------------ search
 
 

@@ -27,6 +27,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -41,6 +42,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 UPLOAD_WORKERS, UPLOAD_WAITING = 2, 14  # uploads decoded and encoded at once, and queued behind them
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's script and stylesheet (fastapi-offline ships them)
 
 
 def _one_blas_thread() -> None:
@@ -119,13 +121,16 @@ def create_app(
         yield
         served.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs with Swagger UI's files from the package, not a CDN: works offline
         lifespan=lifespan,
         title="semsearch",
         summary="Semantic search over a photo collection and words.",
         version="1",
         docs_url="/docs",
         redoc_url=None,
+        static_url=DOCS_ASSETS,
+        favicon_url="/static/favicon.svg",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
     )
     app.state.served = served
 

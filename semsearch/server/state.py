@@ -31,15 +31,14 @@ KEPT_ACROSS_EPOCHS = frozenset({"model"})  # cached attributes that do not depen
 
 
 class ServedCollection(Collection):
-    """A `Collection` whose nearest-neighbour indexes come from the shared per-epoch cache instead of being
-    loaded on every query."""
+    """A `Collection` whose nearest-neighbour indexes come from the shared per-epoch cache instead of each
+    pooled collection's own (`Collection._kept`, which would close an index other requests still use when
+    the collection that loaded it is closed)."""
 
     _epoch: Epoch
 
     def vector_index(self, space: str):
-        return self._epoch.cached(
-            ("index", space), lambda: _BatchedIndex(Collection.vector_index(self, space))
-        )
+        return self._epoch.cached(("index", space), lambda: _BatchedIndex(self._load_index(space)))
 
     def _copies(self) -> int:
         return self._epoch.cached("copies", self.store.copies)  # a COUNT DISTINCT: ~3 ms on 10k photos

@@ -1,18 +1,19 @@
 """Every index backend at scale: N realistic 1,280-d photo vectors, in process and through `semsearch serve`.
 
-    python bench/scale.py                          # N = 100,000 (about 15 minutes on 2 cores)
-    python bench/scale.py --n 1000000              # the issue's size (see docs/scale.md for the duration)
+    python bench/scale.py                               # N = 100,000 (about 15 minutes on 2 cores)
+    python bench/scale.py --n 1000000 --out /tmp/scale  # the issue's size (docs/scale.md: time, memory)
+    python bench/scale.py --n 1000000 --backends ""     # the data only
     python bench/scale.py --backends exact,scann,milvus-lite --no-http
-    python bench/scale.py --ray                    # Ray indexing of caltech-dev against the local pipeline
+    python bench/scale.py --ray                         # Ray indexing of caltech-dev against the local pipeline
 
 Vectors: the 1,184 real caltech-dev photo features (EfficientNet-Lite0 through the real pipeline, indexed
-once into bench/out/caltech-db) and copies of them, each moved by noise drawn from the real features' own
+once into OUT/caltech-db) and copies of them, each moved by noise drawn from the real features' own
 covariance (top 256 principal directions), scaled per copy so that a copy's cosine to its photo spans
 0.69 / 0.80 / 0.89 (10th / 50th / 90th percentile): what re-framed, flipped, tilted and re-lit shots of a
 scene measure with the real encoder (0.73 / 0.81 / 0.92, bench/photos.py's variants). Neighbours are then
 as hard as real ones: a query (a fresh copy, never indexed) has its 10 nearest neighbours within ~0.02 of
 cosine. The vectors are written into a real collection (catalog + vector files, logits copied from the
-photos) under bench/out/scale-N/, reused by later runs.
+photos) under OUT/scale-N/ (--out, default bench/out; 8.7 GiB at a million), reused by later runs.
 
 For each backend, one process builds the index from the collection's vector file and saves it where the
 collection keeps it ("build s": until it is durable and, for Milvus Lite, compacted and indexed; "peak MB":
@@ -65,14 +66,14 @@ BACKENDS = ("exact", "pruned", "scann", "hnsw", "milvus-lite")
 
 
 # -- data --------------------------------------------------------------------------------------------
-def real_features() -> tuple[np.ndarray, np.ndarray]:
+def real_features(out: Path) -> tuple[np.ndarray, np.ndarray]:
     """(features, logits) of the 1,184 caltech-dev photos, from the real pipeline (indexed once)."""
     from semsearch.collection import Collection
 
-    cache = OUT / "caltech-features.npz"
+    cache = out / "caltech-features.npz"
     if not cache.exists():
-        OUT.mkdir(exist_ok=True)
-        with Collection(OUT / "caltech-db", writable=True) as collection:
+        out.mkdir(parents=True, exist_ok=True)
+        with Collection(out / "caltech-db", writable=True) as collection:
             collection.sync(PHOTOS)
             snap = collection.store.snapshot([FEATURES, LOGITS])
             np.savez(cache, features=snap.vectors[FEATURES], logits=snap.vectors[LOGITS])
@@ -270,7 +271,7 @@ def collection_contents(db: Path) -> dict[str, tuple[str, np.ndarray]]:
         return {p: (r.sha256, vectors[i]) for i, (p, r) in enumerate(records.items())}
 
 
-def ray_indexing(repeats: int) -> None:
+def ray_indexing(out: Path, repeats: int) -> None:
     """Photos/s of Ray indexing with 1 and 2 workers against the local pipeline, in the same run."""
     import logging
 
@@ -298,7 +299,7 @@ def ray_indexing(repeats: int) -> None:
     for round_ in range(repeats):
         local: dict[str, tuple[str, np.ndarray]] = {}
         for name, encode in pipelines.items():
-            db = OUT / "ray-bench" / "db"
+            db = out / "ray-bench" / "db"
             shutil.rmtree(db, ignore_errors=True)
             marks: list[tuple[float, int]] = []  # (when, photos) of each batch the writer received
 
@@ -399,6 +400,9 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=15.0)
     parser.add_argument("--no-http", action="store_true", help="skip the CLI and HTTP columns")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help=f"where collections and caches go (default {OUT})"
+    )
     parser.add_argument("--ray", action="store_true", help="measure Ray indexing instead (see above)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of --ray")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -408,14 +412,14 @@ def main() -> None:
         print(json.dumps({"build": build, "query": serve_queries}[args.child](args)), flush=True)
         return
     if args.ray:
-        ray_indexing(args.repeats)
+        ray_indexing(args.out, args.repeats)
         return
 
     from semsearch.collection import Collection
 
-    features, logits = real_features()
+    features, logits = real_features(args.out)
     copies = Copies(features)
-    db = OUT / f"scale-{args.n}" / "db"
+    db = args.out / f"scale-{args.n}" / "db"
     t = time.perf_counter()
     build_collection(db, args.n, copies, logits)
     queries, _ = copies.make(args.queries, np.random.default_rng(1))
@@ -426,7 +430,7 @@ def main() -> None:
     sample = [int(i) for i in np.random.default_rng(2).choice(args.n, 200, replace=False) + 1]
 
     rows = []
-    for backend in args.backends.split(","):
+    for backend in filter(None, args.backends.split(",")):  # none: the data only
         if backend not in BACKENDS:
             raise SystemExit(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
         shutil.rmtree(db.parent / "vectors.db", ignore_errors=True)

@@ -333,26 +333,19 @@ def test_a_loaded_scann_index_holds_less_than_the_raw_vectors(rng, tmp_path):
     np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, base[got]), atol=1e-5)
 
 
-class _AnonPeak:
-    """Peak growth of this process's private memory (MB) while the block runs, sampled every 2 ms."""
+def _peak_mb(run) -> float:
+    """How far this process's resident memory rose above its start (MB) while `run()` ran: the kernel's
+    high-water mark, reset first (``clear_refs`` 5)."""
 
-    def __enter__(self):
-        import threading
+    def status(field: str) -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field + ":"))
 
-        self.start = self.peak = _anon_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, _anon_mb())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _anon_mb()) - self.start
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start = status("VmRSS")
+    run()
+    return status("VmHWM") - start
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads /proc")
@@ -371,9 +364,8 @@ def test_building_scann_past_its_training_sample_stays_near_the_raw_size(rng, tm
     index = scann(dim)
     index.add(np.arange(100), base[:100])
     index.store._grow(n)  # the store's own copy of the vectors is not what is measured
-    with _AnonPeak() as memory:
-        index.add(np.arange(100, n), base[100:])  # past 4x the trained size: trained again on all of it
-    assert memory.peak < 2.0 * raw, f"{memory.peak:.0f} MB at the peak beyond the store, {raw:.0f} MB raw"
+    peak = _peak_mb(lambda: index.add(np.arange(100, n), base[100:]))  # past 4x the trained size: retrained
+    assert peak < 2.0 * raw, f"{peak:.0f} MB at the peak beyond the store, {raw:.0f} MB raw"
     assert index.trained_n == n and index.searcher.size() == n
     index.save(tmp_path / "scann.idx")
     q = base[:50] + 0.05 * unit(rng, 50, dim)

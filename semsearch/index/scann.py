@@ -43,7 +43,7 @@ class ScannIndex(LocalIndex):
     SOAR_LAMBDA = 1.0
     #: Candidates of the 4-bit scoring that the int8 re-ranking sees. Photo collections hold many near
     #: copies of a scene: at a million (bench/scale.py, ~850 copies a photo) 130 gave recall@10 0.940 and
-    #: 300 0.978 at the same p50 (3.4 ms; searching twice the leaves instead changed nothing).
+    #: 300 0.964 at the same p50 (3.4 ms; searching twice the leaves instead changed nothing).
     REORDER = 300
     #: Candidates per wanted neighbour that the int8 re-ranking hands to the exact float32 one.
     RESCORE = 2

@@ -151,7 +151,9 @@ class Page:
         sep = "&" if query else ""
         self.driver.get(f"{self.address}/?token={TOKEN}{sep}{query.lstrip('?')}")
         self.wait.until(
-            lambda d: d.execute_script("return document.body.dataset.tab") and "token=" not in d.current_url
+            lambda d: (
+                "token=" not in d.current_url and d.execute_script("return document.readyState") == "complete"
+            )
         )
 
     def js(self, script: str, *args):

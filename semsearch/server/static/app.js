@@ -708,6 +708,22 @@ function gridLayout(points, groups, clusters) {
 
 function applyView() {
   $("map-inner").style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
+  if (!thumbsPending) { thumbsPending = true; requestAnimationFrame(showThumbs); }
+}
+/** Thumbnails only for the photos on screen, once they are large enough to see: a map of 10,000 photos
+ * first shows coloured squares and asks the server for the few hundred thumbnails it zooms in on. */
+let thumbsPending = false;
+function showThumbs() {
+  thumbsPending = false;
+  if (!mapLayout || THUMB * view.scale < 16 || $("atlas").hidden) return;
+  const box = $("map").getBoundingClientRect();
+  const x0 = -view.x / view.scale - PITCH, x1 = (box.width - view.x) / view.scale;
+  const y0 = -view.y / view.scale - PITCH, y1 = (box.height - view.y) / view.scale;
+  const dots = $("map-inner").children;
+  mapLayout.cells.forEach(([cx, cy], i) => {
+    const x = cx * PITCH, y = cy * PITCH, dot = dots[i];
+    if (x >= x0 && x <= x1 && y >= y0 && y <= y1 && dot && !dot.src) dot.src = thumbUrl(dot.dataset.id);
+  });
 }
 async function loadMap() {
   const mine = ++seq;
@@ -727,11 +743,12 @@ async function loadMap() {
   const { groups, side, cells } = mapLayout;
   const inner = $("map-inner");
   inner.style.width = inner.style.height = side * PITCH + "px";
-  inner.replaceChildren(...points.map((p, i) => el("img", {
-    class: "dot", src: thumbUrl(p.id), loading: "lazy", alt: "", "data-id": p.id, "data-group": groups[i],
-    style: `left:${cells[i][0] * PITCH}px;top:${cells[i][1] * PITCH}px;width:${THUMB}px;height:${THUMB}px;` +
-      `border-color:${PALETTE[groups[i] % PALETTE.length]}`,
-  })));
+  inner.replaceChildren(...points.map((p, i) => {
+    const colour = PALETTE[groups[i] % PALETTE.length];
+    return el("img", { class: "dot", alt: "", "data-id": p.id, "data-group": groups[i],
+      style: `left:${cells[i][0] * PITCH}px;top:${cells[i][1] * PITCH}px;width:${THUMB}px;height:${THUMB}px;` +
+        `border-color:${colour};background-color:${colour}` });
+  }));
   const counts = clusters.map((_, i) => groups.filter((g) => g === i).length);
   const order = clusters.map((_, i) => i).filter((i) => counts[i]).sort((a, b) => counts[b] - counts[a]);
   $("legend-list").replaceChildren(...order.map((i) => el("li", {},

@@ -380,7 +380,8 @@ async function render() {
   $("dupes").hidden = s.tab !== "dupes";
   $("grid").hidden = s.tab !== "images" || start;
   $("words").hidden = s.tab !== "words";
-  $("q").placeholder = s.tab === "words" ? "A word or phrase, e.g. ocean" : "Describe what you are looking for…";
+  const narrow = matchMedia("(max-width: 760px)").matches;
+  $("q").placeholder = s.tab === "words" ? "A word or phrase, e.g. ocean" : narrow ? "What are you looking for?" : "Describe what you are looking for…";
   clearResults();
   const k = `&k=${K}`;
   if (s.tab === "map") {

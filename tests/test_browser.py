@@ -189,7 +189,6 @@ class Page:
     def shot(self, state: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{state}-{self.width}.png"
-        time.sleep(0.2)  # let transitions end
         self.driver.save_screenshot(str(path))
         assert _non_blank(path) > 100, f"{path} looks blank"
         return path
@@ -346,7 +345,7 @@ def test_detail_shows_the_photo_large_with_its_details(page):
     page.shot("detail")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     folders=st.lists(
         st.lists(

@@ -1050,13 +1050,10 @@ class Collection:
             return None
         if not k:
             return [], "concepts"
-        snap = self.store.snapshot([])
         index = self.vector_index(self.text_space)
-        depth = min(len(snap), max(self.CANDIDATES, 50 * k))
+        depth = min(len(index), max(self.CANDIDATES, 50 * k))
         found = index.search(np.stack(list(known.values())), depth, allowed=allowed)[0].ravel()
-        ids = np.union1d(found[found >= 0], np.asarray(list(also), dtype=np.int64))
-        rows = snap.rows[np.isin(snap.ids, ids)]
-        ids = snap.ids[np.isin(snap.ids, ids)]
+        ids, rows = self.store.rows_of(np.union1d(found[found >= 0], np.asarray(list(also), dtype=np.int64)))
         probabilities = softmax(self.store.vectors_at("logits", rows))
         ranking = concepts.rank(list(known), list(known.values()), class_vectors(self.space), probabilities)
         notes.extend(f"no photo here shows {c!r}: left out of the search" for c in ranking.left_out)

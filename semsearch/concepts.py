@@ -28,9 +28,8 @@ from functools import cache
 
 import numpy as np
 
-from semsearch.classes import class_synonyms, resolve_group
+from semsearch.classes import class_synonyms, find_group
 from semsearch.encoders.words import stop_words, tokenize
-from semsearch.errors import UnknownClassError
 
 #: A concept counts when some photo shows it with at least this probability.
 SEEN = 0.1
@@ -52,13 +51,7 @@ def _names() -> frozenset[str]:
 
 def _is_name(words: list[str]) -> bool:
     text = " ".join(words)
-    if text in _names():
-        return True
-    try:
-        resolve_group(text)
-    except UnknownClassError:
-        return False
-    return True
+    return text in _names() or find_group(text) is not None
 
 
 def split(text: str) -> list[str]:
@@ -82,10 +75,8 @@ def split(text: str) -> list[str]:
 def class_distribution(concept: str, vector: np.ndarray, class_vectors: np.ndarray) -> np.ndarray:
     """(1000,) how much each ImageNet class is `concept`: its classes if it names a class or group, else
     a sharp softmax over the cosines of the class names' vectors to `vector` (the concept's)."""
-    try:
-        members = list(resolve_group(concept).classes) if not concept.isdigit() else None
-    except UnknownClassError:
-        members = None
+    group = None if concept.isdigit() else find_group(concept)
+    members = list(group.classes) if group is not None else None
     out = np.zeros(len(class_vectors), np.float32)
     if members:
         out[members] = 1.0 / len(members)

@@ -29,6 +29,7 @@ never keeps stale text.
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
 import re
@@ -561,6 +562,17 @@ class Store:
         ).fetchone()
         return Record.from_sql(row) if row else None
 
+    def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vector rows) of those of `ids` that are in the catalog, by id: a few thousand search
+        candidates, where a snapshot would read every photo's row (ids go as one JSON parameter, so there
+        is no limit on how many)."""
+        found = self.db.execute(
+            "SELECT id, row FROM images WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (json.dumps(np.asarray(ids, dtype=np.int64).tolist()),),
+        ).fetchall()
+        pairs = np.array(found, dtype=np.int64).reshape(-1, 2)
+        return pairs[:, 0], pairs[:, 1]
+
     def vectors_at(self, space: str, rows: list[int] | np.ndarray) -> np.ndarray:
         """Vectors of a few rows of one space (e.g. the query image's own features)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -570,7 +582,7 @@ class Store:
         if table is None or (len(rows) and rows.max() >= len(table)):  # new file, or rows appended since
             table = self._table(*key, self._spaces(meta)[space])
             self._tables = {key: table, **{k: v for k, v in self._tables.items() if k[0] != space}}
-        return np.array(table[rows])
+        return np.asarray(table[rows])  # indexing by an array copies already: no second copy
 
     def same_content(self, ids: list[int]) -> list[tuple[int, str, str]]:
         """(id, path, sha256) of the images `ids` and of every other image with the same content, in one

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from semsearch.errors import CollectionError
 from semsearch.query import Filters, split_filters
@@ -43,6 +45,22 @@ def test_replaced_and_removed_images_leave_the_snapshot(tmp_path):
         snap = store.snapshot(["features"])
     assert sorted(snap.paths) == ["b", "c"]
     np.testing.assert_array_equal(snap.vectors["features"][snap.paths.index("b")], new_b[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=40))
+def test_rows_of_any_ids_agree_with_the_snapshot(tmp_path_factory, asked):
+    """Search candidates' rows without reading the whole catalog: any ids, known or not, repeated."""
+    with Store(tmp_path_factory.mktemp("db") / "db", writable=True, create=True) as store:
+        _add(store, [f"p{i}" for i in range(12)], 0)
+        _add(store, ["p3", "p7"], 1)  # replaced: new rows
+        store.remove(["p5"])
+        snap = store.snapshot([])
+        asked = np.array(asked + [int(i) for i in snap.ids[::3]], dtype=np.int64)
+        ids, rows = store.rows_of(asked)
+    keep = np.isin(snap.ids, asked)
+    np.testing.assert_array_equal(ids, snap.ids[keep])
+    np.testing.assert_array_equal(rows, snap.rows[keep])
 
 
 def test_rows_written_without_a_commit_are_dropped_by_the_next_writer(tmp_path):

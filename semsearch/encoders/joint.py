@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch.classes import class_groups, class_synonyms, resolve_group
+from semsearch.classes import class_groups, class_synonyms, find_group
 from semsearch.encoders.words import WordVectors, stop_words, tokenize
-from semsearch.errors import UnknownClassError
 from semsearch.paths import cache_dir, write_atomically
 from semsearch.vectors import normalise
 
@@ -181,9 +180,8 @@ class ConSE:
         the right folders for 18 such words: 0.59 with the word vector, 0.86 with this)."""
         if text.strip().isdigit():  # a number in a search is a word, not a class index
             return None
-        try:
-            group = resolve_group(text)
-        except UnknownClassError:
+        group = find_group(text)
+        if group is None:
             return None
         return normalise(self.class_vectors[list(group.classes)].mean(axis=0))
 

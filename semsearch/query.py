@@ -252,9 +252,11 @@ def _is_image(text: str) -> bool:
 
 
 def _looks_like_path(text: str) -> bool:
-    """Spelled like a file path (absolute, home, relative with a separator, or an image file name)."""
+    """Spelled like a file path (absolute, home, relative with a separator, the current or parent
+    folder, or an image file name)."""
     return (
-        text.lower().endswith(_IMAGE_SUFFIXES)
+        text in (".", "..")
+        or text.lower().endswith(_IMAGE_SUFFIXES)
         or text.startswith(("/", "~", "\\", "./", "../"))
         or (not any(c.isspace() for c in text) and ("/" in text or "\\" in text))
     )

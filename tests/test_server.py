@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -494,7 +495,10 @@ def test_concurrent_reads_during_index_run(served_collection, tmp_path):
         else sorted(p for p in photos_src.rglob("*") if p.is_file())[:6]
     )
     for i, f in enumerate(files):
-        shutil.copy2(f, extra / f"new{i}{f.suffix}")
+        if source:
+            shutil.copy2(f, extra / f"new{i}{f.suffix}")
+        else:  # mirrored: new content, not byte-identical copies (those fold into one result)
+            Image.open(f).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / f"new{i}.png")
     with local(create_app(db)) as client:
         before = client.get("/api/stats").json()["images"]
         first_id = client.get("/api/map").json()["points"][0]["id"]
@@ -536,7 +540,7 @@ def _outside_paths(photo: Path, db: Path) -> list[str]:
     spelled = []
     for p in real + missing:
         spelled += [str(p), os.path.relpath(p, here), "~/" + p.name, "./" + p.name]
-    return spelled + ["~", "photo.jpg", "../../etc/passwd", "..\\..\\win.ini", "C:\\photo.png"]
+    return spelled + ["~", ".", "..", "photo.jpg", "../../etc/passwd", "..\\..\\win.ini", "C:\\photo.png"]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -271,12 +271,19 @@ def test_a_running_server_shows_new_photos_without_a_restart(small_photos, calte
 
 
 # --- the command line -----------------------------------------------------------------------------------
+def _ctrl_c_stops() -> None:
+    """In the child: Ctrl-C (SIGINT) as at a terminal, even where the test runs in a background job (whose
+    children inherit SIGINT ignored, so Python installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _watch_cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "semsearch.cli", "watch", *args, "--debounce", "100"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_stops,
     )
 
 

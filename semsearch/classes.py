@@ -116,12 +116,10 @@ def resolve_class(query: str | int) -> int:
         if len(text) <= 6 and int(text) < count:
             return int(text)
         raise UnknownClassError(f"class index {text[:12]} is out of range: use 0-{count - 1}")
-    key = text.lower()
-    table = _lookup()
-    for form in (key, *_singulars(key)):
-        if form in table:
-            return table[form]
-    raise _unknown(text, "an ImageNet class", table.keys())
+    index = _find(_lookup(), text)
+    if index is None:
+        raise _unknown(text, "an ImageNet class", _lookup().keys())
+    return index
 
 
 def resolve_group(query: str | int) -> ClassGroup:
@@ -140,7 +138,11 @@ def resolve_group(query: str | int) -> ClassGroup:
 def find_group(text: str) -> ClassGroup | None:
     """The class or group a name means, or None: the test a query's words go through, without the
     suggestions an error would carry (difflib over every name took ~12 ms a word)."""
-    table = _meanings()
+    return _find(_meanings(), text)
+
+
+def _find(table: dict, text: str):
+    """A name's entry in `table` (lower-case keys), as written or with its last word made singular."""
     key = " ".join(text.split()).lower()
     for form in (key, *_singulars(key)):
         if form in table:

@@ -49,10 +49,8 @@ def _one_blas_thread() -> None:
     """Concurrency comes from requests (threads + micro-batching), not from BLAS threads inside one product:
     nested BLAS threads oversubscribe the cores and, on a loaded 2-core machine, made a 1x50 @ 50x10000
     product take 20 ms instead of 0.2 ms."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - comes with scikit-learn
-        return
+    from threadpoolctl import threadpool_limits
+
     threadpool_limits(limits=1, user_api="blas")
 
 
